@@ -1,0 +1,375 @@
+"""The ``footprint`` command: every stage of the pipeline, outside Airflow, with the same code.
+
+Heavy libraries (pyarrow, httpx, SQLAlchemy) are imported inside the commands, so ``--help`` is
+instant. Every command that does work accepts ``--json`` and then prints exactly one JSON object
+on standard output (progress and messages go to standard error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="footprint",
+    help=(
+        "The verified digital footprint of a university's learners (Order No. 187): read xAPI "
+        "statements from Learning Record Stores and LMS exports into a durable, replayable data "
+        "set.\n\nConfiguration comes from footprint.toml in this folder, --config PATH, or "
+        "$FOOTPRINT_CONFIG; credentials only from the environment."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lrs_app = typer.Typer(help="The local Learning Record Store (for demos and tests).",
+                      no_args_is_help=True)
+app.add_typer(lrs_app, name="lrs")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Path of footprint.toml (default: ./footprint.toml or "
+                 "$FOOTPRINT_CONFIG).", envvar="FOOTPRINT_CONFIG", show_envvar=True),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+
+
+def _err(msg: str, as_json: bool, extra: dict[str, Any] | None = None) -> NoReturn:
+    if as_json:
+        print(json.dumps({"status": "failed", "error": msg, **(extra or {})},
+                         ensure_ascii=False, default=str))
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _time(value: str | None, opt: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time (e.g. 2026-11-01 or "
+            f"2026-11-01T08:00:00Z)", param_hint=opt) from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _settings(config: Path | None, as_json: bool) -> Any:
+    from pipelines import config as cfg
+
+    try:
+        return cfg.load(config)
+    except cfg.ConfigError as exc:
+        _err(str(exc), as_json)
+
+
+@app.command()
+def ingest(
+    config: ConfigOpt = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="Only this source (repeat for several). Default: every enabled "
+        "source.")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Backfill from this stored time (exclusive). With --since/--until the run is "
+        "stateless: it rewrites exactly that window and leaves the watermark alone.")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="Backfill up to this stored time (inclusive; default now).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read new statements from each source into the raw and normalised zones.
+
+    Without a window an LRS is read incrementally from its watermark (minus the lookback) to now,
+    and the watermark moves only after the output is durably written. Re-running is always safe:
+    a window's output is replaced, never appended twice.
+    """
+    from pipelines.ingest import IngestError, IngestReport
+
+    settings = _settings(config, as_json)
+    t_since, t_until = _time(since, "--since"), _time(until, "--until")
+    names = source or [s.name for s in settings.sources if s.enabled]
+    if not names:
+        _err(f"{settings.path}: no sources configured; add a [[sources]] table", as_json)
+    reports: list[IngestReport] = []
+    failed: IngestError | None = None
+    from pipelines.ingest import ingest_source
+
+    with _progress(as_json) as bar:
+        for name in names:
+            task = bar.add_task(name, total=None, read=0, rejected=0) if bar else None
+
+            def show(r: IngestReport, task: Any = task) -> None:
+                if bar is not None:
+                    bar.update(task, completed=r.read, read=r.read, rejected=r.rejected)
+
+            try:
+                reports.append(ingest_source(settings, name, since=t_since, until=t_until,
+                                             progress=show))
+            except IngestError as exc:
+                failed = exc
+                if exc.report:
+                    reports.append(exc.report)
+                break
+            except Exception as exc:
+                from pipelines.config import ConfigError
+
+                if isinstance(exc, ConfigError):
+                    failed = IngestError(str(exc))
+                    break
+                raise
+    summary = _sum(reports)
+    if as_json:
+        out = {"status": "failed" if failed else "succeeded", **summary,
+               "sources": [r.as_dict() for r in reports]}
+        if failed:
+            out["error"] = str(failed)
+        print(json.dumps(out, ensure_ascii=False, default=str))
+    else:
+        _print_reports(reports)
+    if failed:
+        if not as_json:
+            _err(str(failed), False)
+        raise typer.Exit(1)
+
+
+def _sum(reports: list[Any]) -> dict[str, Any]:
+    keys = ("read", "written", "rejected", "duplicates", "outside_window")
+    out: dict[str, Any] = {k: sum(getattr(r, k) for r in reports) for k in keys}
+    by: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.rejected_by_reason.items():
+            by[k] = by.get(k, 0) + v
+    out["rejected_by_reason"] = by
+    windows = [r.window for r in reports]
+    out["window"] = windows[0] if len(windows) == 1 else {r.source: r.window for r in reports}
+    return out
+
+
+def _print_reports(reports: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="footprint ingest", title_justify="left")
+    for col in ("source", "mode", "window (stored)", "read", "written", "rejected",
+                "duplicates", "outside", "pages", "retries", "watermark", "seconds"):
+        t.add_column(col, justify="right" if col in ("read", "written", "rejected", "duplicates",
+                                                      "outside", "pages", "retries", "seconds")
+                     else "left")
+    for r in reports:
+        w = f"{r.window['since'] or 'start'} .. {r.window['until'] or 'end'}"
+        t.add_row(r.source, r.mode, w, f"{r.read:,}", f"{r.written:,}", f"{r.rejected:,}",
+                  f"{r.duplicates:,}", f"{r.outside_window:,}", str(r.pages), str(r.retries),
+                  r.watermark_after or "-", f"{r.seconds:.1f}")
+    c = Console()
+    c.print(t)
+    for r in reports:
+        if r.rejected_by_reason:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected_by_reason.items()))
+            c.print(f"  {r.source}: rejected by reason: {reasons} (kept in raw/ with the reason)")
+
+
+class _NoBar:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def _progress(as_json: bool) -> Any:
+    """A progress display on standard error when it is a terminal and --json is off."""
+    if as_json or not sys.stderr.isatty():
+        return _NoBar()
+    from rich.console import Console
+    from rich.progress import (
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
+
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
+
+    return Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"),
+        TextColumn("{task.fields[read]:,} read"), TextColumn("{task.fields[rejected]:,} rejected"),
+        _RateColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=False,
+    )
+
+
+@app.command()
+def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Per source: watermark, Consistent-Through, last run and its counts, rows stored."""
+    from pipelines.store.state import StateStore
+    from pipelines.store.zones import Zones
+
+    settings = _settings(config, as_json)
+    state = StateStore(settings.state_url)
+    zones = Zones(settings.storage_root)
+    rows = []
+    try:
+        for s in settings.sources:
+            st = state.get(s.name)
+            runs = state.runs(s.name, limit=1)
+            last = runs[0] if runs else None
+            rows.append({
+                "source": s.name, "kind": s.kind, "enabled": s.enabled,
+                "watermark": st.watermark.isoformat() if st.watermark else None,
+                "consistent_through": st.consistent_through.isoformat()
+                if st.consistent_through else None,
+                "normalised_rows": zones.count_normalised(s.name),
+                "partitions": len(zones.partition_dates(s.name)),
+                "last_run": None if last is None else {
+                    "run_id": last["run_id"], "mode": last["mode"], "status": last["status"],
+                    "started_at": last["started_at"].isoformat(),
+                    "finished_at": last["finished_at"].isoformat()
+                    if last["finished_at"] else None,
+                    "counts": last["counts"], "error": last["error"],
+                },
+            })
+    finally:
+        state.close()
+    if as_json:
+        print(json.dumps({"storage_root": str(settings.storage_root), "sources": rows},
+                         ensure_ascii=False, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"footprint status ({settings.storage_root})", title_justify="left")
+    for col in ("source", "kind", "watermark", "consistent-through", "rows", "last run",
+                "read", "written", "rejected"):
+        t.add_column(col)
+    for r in rows:
+        lr = r["last_run"] or {}
+        c = lr.get("counts") or {}
+        t.add_row(r["source"], r["kind"], r["watermark"] or "-", r["consistent_through"] or "-",
+                  f"{r['normalised_rows']:,}",
+                  f"{lr.get('status', '-')} {lr.get('started_at', '')[:19]}",
+                  str(c.get("read", "-")), str(c.get("written", "-")),
+                  str(c.get("rejected", "-")))
+    Console().print(t)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for roster.csv, catalogue.csv and "
+                                      "statements.ndjson.gz.")] = Path("data/generated"),
+    seed: Annotated[int, typer.Option(help="Same seed, same university, same bytes.")] = 187,
+    students: Annotated[int, typer.Option(min=1)] = 300,
+    disciplines: Annotated[int, typer.Option(min=1)] = 24,
+    statements: Annotated[int, typer.Option(min=0)] = 20_000,
+    start: Annotated[str, typer.Option(help="First timestamp (ISO date).")] = "2026-09-01",
+    end: Annotated[str, typer.Option(help="End of the timestamps (exclusive).")] = "2026-12-31",
+    clean: Annotated[bool, typer.Option(
+        "--clean", help="No trouble at all (every statement valid, unique, known).")] = False,
+    trouble: Annotated[list[str] | None, typer.Option(
+        help="Share of one kind of trouble, KIND=FRACTION (repeatable). Kinds: malformed_json, "
+        "invalid, unknown_learner, exact_duplicate, conflicting_duplicate, voiding, "
+        "late_arrival.")] = None,
+    lrs: Annotated[str | None, typer.Option(
+        help="POST the statements to this LRS (xAPI base URL) instead of writing a file.",
+    )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a synthetic university: roster, catalogue and xAPI statements with tunable trouble.
+
+    Statements look like what Moodle (logstore_xapi) and cmi5 players send, with Kazakh and
+    Russian names and titles. LRS credentials (any, for the local LRS) come from
+    FOOTPRINT_GENERATE_LRS_USERNAME / _PASSWORD.
+    """
+    import dataclasses
+    import os
+
+    from pipelines.generate import TroubleShares, run_generate
+
+    shares = TroubleShares.none() if clean else TroubleShares()
+    for item in trouble or []:
+        k, _, v = item.partition("=")
+        if not hasattr(shares, k):
+            raise typer.BadParameter(f"unknown kind {k!r}", param_hint="--trouble")
+        try:
+            shares = dataclasses.replace(shares, **{k: float(v)})
+        except ValueError:
+            raise typer.BadParameter(f"{v!r} is not a number", param_hint="--trouble") from None
+    t0, t1 = _time(start, "--start"), _time(end, "--end")
+    assert t0 and t1
+    auth = (os.environ.get("FOOTPRINT_GENERATE_LRS_USERNAME", "footprint"),
+            os.environ.get("FOOTPRINT_GENERATE_LRS_PASSWORD", "footprint"))
+    with _progress(as_json) as bar:
+        task = bar.add_task("generate", total=statements, read=0, rejected=0) if bar else None
+
+        def tick(n: int) -> None:
+            if bar is not None:
+                bar.update(task, completed=n, read=n)
+
+        try:
+            summary = run_generate(
+                out, seed=seed, students=students, disciplines=disciplines,
+                statements=statements, trouble=shares, start=t0, end=t1,
+                lrs_endpoint=lrs, lrs_auth=auth if lrs else None, progress=tick,
+            )
+        except Exception as exc:  # an LRS that is down, a folder we cannot write
+            _err(f"generate failed: {exc}", as_json)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, default=str))
+    else:
+        from rich.console import Console
+
+        Console().print_json(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+@lrs_app.command("serve")
+def lrs_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8200,
+    data: Annotated[Path, typer.Option(help="Folder for the LRS's files and log.")] = Path(
+        "data/lrs"),
+) -> None:
+    """Run the local LRS (Learning Locker xapi-statements) on 127.0.0.1 until Ctrl-C."""
+    import signal
+    import time
+
+    from pipelines.local.lrs import LocalLRS, LocalLRSError
+
+    lrs = LocalLRS(data, port=port)
+    try:
+        lrs.start()
+    except LocalLRSError as exc:
+        _err(str(exc), False)
+    print(f"LRS ready at {lrs.endpoint} (pid {lrs.pid}); Ctrl-C stops it", file=sys.stderr)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lrs.stop()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

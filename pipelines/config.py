@@ -1,0 +1,262 @@
+"""footprint.toml -> typed settings.
+
+The file names where things live and which sources to read; it never holds a secret. Credentials
+come from the environment only (``FOOTPRINT_SOURCE_<NAME>_USERNAME`` / ``_PASSWORD`` or ``_TOKEN``,
+where ``<NAME>`` is the source name upper-cased with every other character turned into ``_``).
+
+Relative paths in the file (storage root, SQLite database, file-source globs) are relative to the
+folder that holds the file, so a configuration means the same thing whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+DEFAULT_CONFIG_NAME = "footprint.toml"
+CONFIG_ENV = "FOOTPRINT_CONFIG"
+SOURCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+XAPI_VERSIONS = ("1.0.3", "2.0.0")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and what is wrong."""
+
+
+class _Storage(msgspec.Struct, forbid_unknown_fields=True):
+    root: str = "data"
+
+
+class _State(msgspec.Struct, forbid_unknown_fields=True):
+    url: str = "sqlite:///data/state.db"
+
+
+class _Source(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    kind: Literal["xapi-lrs", "xapi-file"]
+    endpoint: str | None = None
+    path: str | None = None
+    xapi_version: str = "1.0.3"
+    page_size: int = 500
+    lookback: str | int = "PT15M"
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    enabled: bool = True
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    storage: _Storage = msgspec.field(default_factory=_Storage)
+    state: _State = msgspec.field(default_factory=_State)
+    sources: list[_Source] = msgspec.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate to a source: HTTP Basic or a bearer token (never both)."""
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def header(self) -> dict[str, str]:
+        import base64
+
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.username is not None:
+            raw = f"{self.username}:{self.password or ''}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+        return {}
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    kind: str
+    endpoint: str | None
+    path: str | None
+    xapi_version: str
+    page_size: int
+    lookback: timedelta
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_cap: float
+    enabled: bool
+
+    @property
+    def env_prefix(self) -> str:
+        return "FOOTPRINT_SOURCE_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper()) + "_"
+
+    def credentials(self, environ: dict[str, str] | None = None) -> Credentials:
+        """Credentials from the environment; a ConfigError naming the variables if none are set."""
+        env = os.environ if environ is None else environ
+        p = self.env_prefix
+        token = env.get(p + "TOKEN")
+        user = env.get(p + "USERNAME")
+        password = env.get(p + "PASSWORD")
+        if token:
+            return Credentials(token=token)
+        if user is not None:
+            if password is None:
+                raise ConfigError(f"source {self.name!r}: {p}USERNAME is set but {p}PASSWORD is not")
+            return Credentials(username=user, password=password)
+        raise ConfigError(
+            f"source {self.name!r}: no credentials in the environment; set {p}USERNAME and "
+            f"{p}PASSWORD (HTTP Basic) or {p}TOKEN (bearer)"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path | None
+    storage_root: Path
+    state_url: str
+    sources: tuple[SourceSettings, ...]
+
+    def source(self, name: str) -> SourceSettings:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} in {self.path}; configured: {known}")
+
+
+_DURATION_RE = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """An ISO 8601 duration of days/hours/minutes/seconds (``PT15M``) or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return timedelta(seconds=value)
+    m = _DURATION_RE.match(str(value))
+    if not m or value in ("P", "PT"):
+        raise ValueError(f"{value!r} is not an ISO 8601 duration such as 'PT15M' or 'P1D'")
+    parts = {k: float(v) for k, v in m.groupdict().items() if v}
+    return timedelta(
+        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0),
+        seconds=parts.get("s", 0),
+    )
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        rel = url[len(prefix):]
+        return prefix + str((base / rel).resolve())
+    return url
+
+
+def locate(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use: ``--config``, else ``$FOOTPRINT_CONFIG``, else ./footprint.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    default = Path.cwd() / DEFAULT_CONFIG_NAME
+    return default if default.exists() else None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and check the configuration; raises ConfigError with one clear message."""
+    file = locate(path)
+    if file is None:
+        raise ConfigError(
+            f"no configuration: create {DEFAULT_CONFIG_NAME} in this folder, pass --config PATH, "
+            f"or set {CONFIG_ENV} (see the README's configuration reference)"
+        )
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    return loads(text, file)
+
+
+def loads(text: bytes | str, file: Path | None = None) -> Settings:
+    where = str(file) if file else "<config>"
+    try:
+        raw = msgspec.toml.decode(text, type=_File)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_explain(str(exc))}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    base = file.resolve().parent if file else Path.cwd()
+    sources: list[SourceSettings] = []
+    seen: set[str] = set()
+    for i, s in enumerate(raw.sources):
+        key = f"sources[{i}]"
+
+        def bad(field: str, why: str, key: str = key) -> ConfigError:
+            return ConfigError(f"{where}: {key}.{field}: {why}")
+
+        if not SOURCE_NAME_RE.match(s.name):
+            raise bad("name", f"{s.name!r} must be lower-case letters, digits, '-' or '_'")
+        if s.name in seen:
+            raise bad("name", f"{s.name!r} is used by another source")
+        seen.add(s.name)
+        if s.kind == "xapi-lrs":
+            if not s.endpoint:
+                raise bad("endpoint", "required for kind = 'xapi-lrs' (the LRS's xAPI base URL)")
+            if not s.endpoint.startswith(("http://", "https://")):
+                raise bad("endpoint", f"{s.endpoint!r} must be an http:// or https:// URL")
+        if s.kind == "xapi-file" and not s.path:
+            raise bad("path", "required for kind = 'xapi-file' (a file path or glob)")
+        if s.xapi_version not in XAPI_VERSIONS:
+            raise bad("xapi_version", f"{s.xapi_version!r} is not one of {', '.join(XAPI_VERSIONS)}")
+        if not 1 <= s.page_size <= 10_000:
+            raise bad("page_size", f"{s.page_size} must be between 1 and 10000")
+        if s.max_attempts < 1:
+            raise bad("max_attempts", "must be at least 1")
+        for f in ("connect_timeout", "read_timeout", "backoff_base", "backoff_cap"):
+            if getattr(s, f) <= 0:
+                raise bad(f, "must be a positive number of seconds")
+        try:
+            lookback = parse_duration(s.lookback)
+        except ValueError as exc:
+            raise bad("lookback", str(exc)) from exc
+        endpoint = s.endpoint if not s.endpoint or s.endpoint.endswith("/") else s.endpoint + "/"
+        path = s.path
+        if path and not os.path.isabs(path):
+            path = str(base / path)
+        sources.append(
+            SourceSettings(
+                name=s.name, kind=s.kind, endpoint=endpoint, path=path,
+                xapi_version=s.xapi_version, page_size=s.page_size, lookback=lookback,
+                connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
+                max_attempts=s.max_attempts, backoff_base=s.backoff_base,
+                backoff_cap=s.backoff_cap, enabled=s.enabled,
+            )
+        )
+    root = Path(raw.storage.root)
+    if not root.is_absolute():
+        root = (base / root).resolve()
+    return Settings(
+        path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
+        sources=tuple(sources),
+    )
+
+
+def _explain(msg: str) -> str:
+    """msgspec says 'Expected `int`, got `str` - at `$.sources[0].page_size`'; lead with the key."""
+    m = re.match(r"^(.*) - at `\$\.?(.*)`$", msg)
+    if m:
+        what, key = m.groups()
+        what = what.replace("Object contains unknown field", "unknown key")
+        return f"{key or '(top level)'}: {what}"
+    return msg.replace("Object missing required field", "missing required key")

@@ -1,0 +1,248 @@
+"""The state database: watermarks, run history and locks (SQLAlchemy Core; SQLite or PostgreSQL).
+
+Data lives in the zones (files); this database only says how far each source has been read, what
+each run did, and who is running now. It is small and written in short transactions:
+
+- ``source_state``: per source, the watermark (every statement stored at or before it has been
+  durably written) and the Consistent-Through the LRS last promised;
+- ``ingest_runs``: one row per run, from start to its end (succeeded or failed, with the counts
+  or the error);
+- ``locks``: one holder per source at a time; a lock whose holder died (same host, process gone)
+  or whose lease ran out is taken over.
+
+The same code runs on SQLite (the embedded default) and PostgreSQL (production), through any
+SQLAlchemy URL; timestamps are stored timezone-aware and always returned in UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+source_state = sa.Table(
+    "footprint_source_state", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("watermark", sa.DateTime(timezone=True)),
+    sa.Column("consistent_through", sa.DateTime(timezone=True)),
+    sa.Column("last_run_id", sa.String(64)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ingest_runs = sa.Table(
+    "footprint_ingest_runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False, index=True),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True)),
+    sa.Column("until", sa.DateTime(timezone=True)),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("counts", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+)
+
+locks = sa.Table(
+    "footprint_locks", metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class LockHeld(Exception):
+    """Another live process holds the lock."""
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass(frozen=True)
+class SourceState:
+    source: str
+    watermark: datetime | None
+    consistent_through: datetime | None
+    last_run_id: str | None
+    updated_at: datetime | None
+
+
+class StateStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            @sa.event.listens_for(self.engine, "connect")
+            def _wal(dbapi_conn: Any, _rec: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.close()
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- watermarks ---------------------------------------------------------------------------
+    def get(self, source: str) -> SourceState:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(source_state).where(source_state.c.source == source)).first()
+        if row is None:
+            return SourceState(source, None, None, None, None)
+        return SourceState(
+            source, _utc(row.watermark), _utc(row.consistent_through), row.last_run_id,
+            _utc(row.updated_at),
+        )
+
+    def all(self) -> list[SourceState]:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(source_state).order_by(source_state.c.source)).all()
+        return [
+            SourceState(r.source, _utc(r.watermark), _utc(r.consistent_through), r.last_run_id,
+                        _utc(r.updated_at))
+            for r in rows
+        ]
+
+    def advance(
+        self, source: str, watermark: datetime | None, consistent_through: datetime | None,
+        run_id: str,
+    ) -> None:
+        """Set the watermark (never backwards) once the run's output is durably written."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(source_state).where(source_state.c.source == source)
+                            .with_for_update()).first()
+            if row is None:
+                c.execute(sa.insert(source_state).values(
+                    source=source, watermark=watermark, consistent_through=consistent_through,
+                    last_run_id=run_id, updated_at=now))
+                return
+            old = _utc(row.watermark)
+            new = watermark if old is None or (watermark is not None and watermark > old) else old
+            c.execute(sa.update(source_state).where(source_state.c.source == source).values(
+                watermark=new, consistent_through=consistent_through or row.consistent_through,
+                last_run_id=run_id, updated_at=now))
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run_started(self, run_id: str, source: str, mode: str, since: datetime | None,
+                    until: datetime | None) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.insert(ingest_runs).values(
+                run_id=run_id, source=source, mode=mode, since=since, until=until,
+                started_at=datetime.now(UTC), status="running", host=socket.gethostname(),
+                pid=os.getpid()))
+
+    def run_finished(self, run_id: str, status: str, counts: dict[str, Any] | None = None,
+                     error: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.update(ingest_runs).where(ingest_runs.c.run_id == run_id).values(
+                finished_at=datetime.now(UTC), status=status, counts=counts, error=error))
+
+    def runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        q = sa.select(ingest_runs).order_by(ingest_runs.c.started_at.desc()).limit(limit)
+        if source:
+            q = q.where(ingest_runs.c.source == source)
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("since", "until", "started_at", "finished_at"):
+                d[k] = _utc(d[k])
+            out.append(d)
+        return out
+
+    # -- locks --------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, ttl: timedelta = timedelta(hours=1)) -> Iterator[LockLease]:
+        lease = LockLease(self, name, ttl)
+        lease.acquire()
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+
+class LockLease:
+    def __init__(self, store: StateStore, name: str, ttl: timedelta) -> None:
+        self.store = store
+        self.name = name
+        self.ttl = ttl
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{os.urandom(4).hex()}"
+
+    def acquire(self) -> None:
+        now = datetime.now(UTC)
+        values = dict(owner=self.owner, host=self.host, pid=self.pid, acquired_at=now,
+                      expires_at=now + self.ttl)
+        with self.store.engine.begin() as c:
+            row = c.execute(sa.select(locks).where(locks.c.name == self.name)).first()
+            if row is None:
+                try:
+                    with c.begin_nested():
+                        c.execute(sa.insert(locks).values(name=self.name, **values))
+                    return
+                except sa.exc.IntegrityError:
+                    row = c.execute(sa.select(locks).where(locks.c.name == self.name)).first()
+                    assert row is not None
+            expired = _utc(row.expires_at) < now  # type: ignore[operator]
+            dead = row.host == self.host and not _pid_alive(row.pid)
+            if not (expired or dead):
+                raise LockHeld(
+                    f"{self.name} is held by process {row.pid} on {row.host} since "
+                    f"{_utc(row.acquired_at):%Y-%m-%d %H:%M:%S} UTC; wait for it to finish"
+                )
+            res = c.execute(sa.update(locks).where(locks.c.name == self.name)
+                            .where(locks.c.owner == row.owner).values(**values))
+            if res.rowcount != 1:
+                raise LockHeld(f"{self.name} was taken by another process just now")
+
+    def refresh(self) -> None:
+        with self.store.engine.begin() as c:
+            c.execute(sa.update(locks).where(locks.c.name == self.name)
+                      .where(locks.c.owner == self.owner)
+                      .values(expires_at=datetime.now(UTC) + self.ttl))
+
+    def release(self) -> None:
+        with self.store.engine.begin() as c:
+            c.execute(sa.delete(locks).where(locks.c.name == self.name)
+                      .where(locks.c.owner == self.owner))

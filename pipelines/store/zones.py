@@ -1,0 +1,279 @@
+"""The storage root and its zones, and the one way data gets into them: a window commit.
+
+Layout under the storage root (folders a person can find)::
+
+    raw/source=<s>/window=<since>--<until>/statements.parquet   every statement as received
+    normalised/source=<s>/date=<YYYY-MM-DD>/part-0.parquet      one row per statement (contract)
+    _staging/<s>/<run_id>/...                                   a run's work in progress
+
+A run reads one stored-time window (since, until] of one source. Its output replaces exactly that
+window: in each date partition the window touches, rows whose time key (``stored``, else
+``timestamp``) falls in the window are replaced by the run's rows, rows outside it stay, and rows
+are unique by ``record_id`` (a deterministic uuid5), so re-running a window, or two windows that
+overlap, never leaves a second copy. Every file is written to a temporary name, flushed to disk
+and renamed over the old one, so a reader (or a crash) sees a partition before or after, never
+half way. A crash between partitions leaves the watermark where it was, and the next run of the
+window rewrites those partitions again from the source: the end state is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipelines import contracts
+from pipelines.sources.base import Window
+
+PART_FILE = "part-0.parquet"
+RAW_FILE = "statements.parquet"
+
+RAW_SCHEMA = pa.schema([
+    pa.field("statement_id", pa.string(), metadata={
+        b"description": b"Statement id (for a rejected statement: found by pattern, or null)"}),
+    pa.field("raw", pa.binary(), nullable=False, metadata={
+        b"description": b"The statement's bytes exactly as received", b"pii": b"direct"}),
+    pa.field("status", pa.string(), nullable=False, metadata={
+        b"description": b"normalised or rejected"}),
+    pa.field("reason", pa.string(), metadata={b"description": b"Reason code when rejected"}),
+    pa.field("detail", pa.string(), metadata={b"description": b"What was wrong, with the path"}),
+    pa.field("fetch_ref", pa.string(), nullable=False),
+    pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+], metadata={b"zone": b"raw"})
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(table: pa.Table, dest: Path, tmp_tag: str) -> None:
+    """Write ``table`` to ``dest`` through a temporary file, fsync'd, then renamed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{tmp_tag}-{dest.name}"
+    with tmp.open("wb") as fh:
+        pq.write_table(table, fh, compression="zstd", row_group_size=128 * 1024)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+
+
+@dataclass
+class CommitReport:
+    written: int = 0
+    duplicates: int = 0
+    partitions: int = 0
+    removed_partitions: int = 0
+
+
+class Zones:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.raw = self.root / "raw"
+        self.normalised = self.root / "normalised"
+        self.staging = self.root / "_staging"
+        self.file_schema = contracts.normalised_statement().arrow_schema(with_partitions=False)
+
+    def ensure(self) -> None:
+        for d in (self.raw, self.normalised):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def source_dir(self, zone: Path, source: str) -> Path:
+        return zone / f"source={source}"
+
+    def partition_file(self, source: str, day: str) -> Path:
+        return self.source_dir(self.normalised, source) / f"date={day}" / PART_FILE
+
+    def partition_dates(self, source: str) -> list[str]:
+        base = self.source_dir(self.normalised, source)
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name[5:] for p in base.iterdir()
+            if p.name.startswith("date=") and (p / PART_FILE).exists()
+        )
+
+    def clean_leftovers(self, source: str) -> int:
+        """Remove what a crashed run of this source left: staging and temporary files.
+
+        Only safe while holding the source's lock (no other run of it is writing).
+        """
+        n = 0
+        st = self.staging / source
+        if st.exists():
+            shutil.rmtree(st)
+            n += 1
+        for zone in (self.raw, self.normalised):
+            base = self.source_dir(zone, source)
+            if base.is_dir():
+                for tmp in base.rglob(".tmp-*"):
+                    tmp.unlink(missing_ok=True)
+                    n += 1
+        return n
+
+    def begin(self, source: str, run_id: str, window: Window) -> WindowWrite:
+        return WindowWrite(self, source, run_id, window)
+
+    def read_normalised(self, source: str | None = None) -> pa.Table:
+        """The normalised zone as one table (with the partition columns), optionally one source."""
+        schema = contracts.normalised_statement().arrow_schema()
+        if not self.normalised.is_dir():
+            return schema.empty_table()
+        part = ds.partitioning(
+            pa.schema([("source", pa.string()), ("date", pa.string())]), flavor="hive"
+        )
+        dataset = ds.dataset(self.normalised, format="parquet", partitioning=part,
+                             schema=schema)
+        flt = (ds.field("source") == source) if source else None
+        return dataset.to_table(filter=flt)
+
+    def count_normalised(self, source: str) -> int:
+        total = 0
+        for day in self.partition_dates(source):
+            total += pq.ParquetFile(self.partition_file(source, day)).metadata.num_rows
+        return total
+
+    def read_raw(self, source: str | None = None) -> pa.Table:
+        files = sorted(self.raw.glob(f"source={source or '*'}/window=*/{RAW_FILE}"))
+        if not files:
+            return RAW_SCHEMA.empty_table()
+        return pa.concat_tables(pq.read_table(f) for f in files)
+
+
+class WindowWrite:
+    """The output of one run over one window, staged, then committed atomically per file."""
+
+    def __init__(self, zones: Zones, source: str, run_id: str, window: Window) -> None:
+        self.zones = zones
+        self.source = source
+        self.run_id = run_id
+        self.window = window
+        self.stage_dir = zones.staging / source / run_id
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        self._seq = 0
+        self._staged_dates: set[str] = set()
+        self.raw_dest = (zones.source_dir(zones.raw, source) / f"window={window.label()}"
+                         / RAW_FILE)
+        self._raw_tmp = self.stage_dir / "raw.parquet"
+        self._raw_writer: pq.ParquetWriter | None = None
+
+    # -- during the run -----------------------------------------------------------------------
+    def add_raw(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if self._raw_writer is None:
+            self._raw_writer = pq.ParquetWriter(self._raw_tmp, RAW_SCHEMA, compression="zstd")
+        self._raw_writer.write(batch)
+
+    def stage(self, table: pa.Table) -> None:
+        """Keep normalised rows (with a ``date`` column) on disk until commit, split by date."""
+        if table.num_rows == 0:
+            return
+        self._seq += 1
+        days = pc.unique(table["date"]).to_pylist()
+        for day in days:
+            part = table.filter(pc.equal(table["date"], day)).drop_columns(["date"])
+            d = self.stage_dir / f"date={day}"
+            d.mkdir(exist_ok=True)
+            pq.write_table(part, d / f"{self._seq:06d}.parquet", compression="lz4")
+            self._staged_dates.add(day)
+
+    # -- commit -------------------------------------------------------------------------------
+    def in_window(self, table: pa.Table) -> pa.ChunkedArray | pa.Array:
+        key = pc.coalesce(table["stored"], table["timestamp"])
+        w = self.window
+        mask = pc.is_valid(key)
+        if w.since is not None:
+            mask = pc.and_(mask, pc.greater(key, pa.scalar(w.since, key.type)))
+        if w.until is not None:
+            mask = pc.and_(mask, pc.less_equal(key, pa.scalar(w.until, key.type)))
+        return pc.fill_null(mask, False)
+
+    def _touched_dates(self) -> list[str]:
+        w = self.window
+        lo = w.since.date() if w.since else date.min
+        hi = w.until.date() if w.until else date.max
+        existing = {d for d in self.zones.partition_dates(self.source)
+                    if lo <= date.fromisoformat(d) <= hi}
+        return sorted(existing | self._staged_dates)
+
+    def commit(self, crash_hook: Callable[[str], None] | None = None) -> CommitReport:
+        """Replace the window's rows partition by partition, then put the raw file in place."""
+        report = CommitReport()
+        schema = self.zones.file_schema
+        if self._raw_writer is not None:
+            self._raw_writer.close()
+            self._raw_writer = None
+            with self._raw_tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        for day in self._touched_dates():
+            dest = self.zones.partition_file(self.source, day)
+            staged_dir = self.stage_dir / f"date={day}"
+            if day in self._staged_dates:
+                staged = pa.concat_tables(
+                    pq.read_table(f, schema=schema) for f in sorted(staged_dir.iterdir())
+                )
+            else:
+                staged = schema.empty_table()
+            unique = _first_by_id(staged)
+            report.duplicates += staged.num_rows - unique.num_rows
+            report.written += unique.num_rows
+            if dest.exists():
+                old = pq.read_table(dest, schema=schema)
+                kept = old.filter(pc.invert(self.in_window(old)))
+                combined = _first_by_id(pa.concat_tables([unique, kept]))
+            else:
+                combined = unique
+            if combined.num_rows == 0:
+                if dest.exists():
+                    dest.unlink()
+                    _fsync_dir(dest.parent)
+                    report.removed_partitions += 1
+                continue
+            key = pc.coalesce(combined["stored"], combined["timestamp"])
+            order = pc.sort_indices(
+                pa.table({"k": key, "id": combined["record_id"]}),
+                sort_keys=[("k", "ascending"), ("id", "ascending")],
+            )
+            write_parquet_atomic(combined.take(order), dest, self.run_id)
+            report.partitions += 1
+            if crash_hook:
+                crash_hook("commit-partition")
+        if self._raw_tmp.exists():
+            self.raw_dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._raw_tmp, self.raw_dest)
+            _fsync_dir(self.raw_dest.parent)
+        elif self.raw_dest.exists():
+            self.raw_dest.unlink()  # the window holds nothing now
+        return report
+
+    def discard(self) -> None:
+        if self._raw_writer is not None:
+            self._raw_writer.close()
+            self._raw_writer = None
+        shutil.rmtree(self.stage_dir, ignore_errors=True)
+
+
+def _first_by_id(table: pa.Table) -> pa.Table:
+    """Rows unique by record_id, keeping each id's first row."""
+    if table.num_rows == 0:
+        return table
+    ids = table["record_id"]
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    idx = pa.table({"id": ids, "i": pa.array(range(table.num_rows), pa.int64())})
+    first = idx.group_by("id", use_threads=False).aggregate([("i", "min")])["i_min"]
+    return table.take(pc.take(first, pc.sort_indices(first)))
