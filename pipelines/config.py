@@ -31,6 +31,7 @@ class ConfigError(Exception):
 
 class _Storage(msgspec.Struct, forbid_unknown_fields=True):
     root: str = "data"
+    batch_statements: int = 20_000
 
 
 class _State(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,6 +123,7 @@ class Settings:
     path: Path | None
     storage_root: Path
     state_url: str
+    batch_statements: int
     sources: tuple[SourceSettings, ...]
 
     def source(self, name: str) -> SourceSettings:
@@ -246,8 +248,11 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
     root = Path(raw.storage.root)
     if not root.is_absolute():
         root = (base / root).resolve()
+    if not 100 <= raw.storage.batch_statements <= 1_000_000:
+        raise ConfigError(f"{where}: storage.batch_statements: must be between 100 and 1000000")
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
+        batch_statements=raw.storage.batch_statements,
         sources=tuple(sources),
     )
 

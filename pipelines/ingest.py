@@ -39,8 +39,6 @@ from pipelines.store.state import LockHeld, StateStore
 from pipelines.store.zones import RAW_SCHEMA, WindowWrite, Zones
 from pipelines.xapi.normalise import Normaliser, Rejection
 
-BATCH_STATEMENTS = 20_000
-
 
 class IngestError(Exception):
     """A run failed; the message names the source, the URL and the cause. No state changed."""
@@ -123,7 +121,6 @@ def ingest_source(
     until: datetime | None = None,
     progress: Progress | None = None,
     source: Source | None = None,
-    batch_statements: int = BATCH_STATEMENTS,
 ) -> IngestReport:
     s = settings.source(name)
     state = StateStore(settings.state_url)
@@ -153,7 +150,7 @@ def ingest_source(
             src = source or make_source(s)
             try:
                 ct = _run(src, s, zones, window, report, progress, lease.refresh,
-                          batch_statements)
+                          settings.batch_statements)
                 report.check_balance()
                 crashpoint("before-watermark")
                 if mode == "incremental":
