@@ -46,11 +46,12 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return CREDS
 
 
-def lrs_settings(folder: Path, endpoint: str, **source: object) -> config.Settings:
+def lrs_settings(folder: Path, endpoint: str, batch: int = 2000, **source: object
+                 ) -> config.Settings:
     keys: dict[str, object] = {"backoff_base": 0.05, "backoff_cap": 2.0, **source}
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
     (folder / "footprint.toml").write_text(
-        '[storage]\nroot = "data"\nbatch_statements = 2000\n'
+        f'[storage]\nroot = "data"\nbatch_statements = {batch}\n'
         '[state]\nurl = "sqlite:///data/state.db"\n'
         f'[[sources]]\nname = "main-lrs"\nkind = "xapi-lrs"\nendpoint = "{endpoint}"\n' + extra
     )
