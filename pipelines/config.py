@@ -110,7 +110,8 @@ class SourceSettings:
             return Credentials(token=token)
         if user is not None:
             if password is None:
-                raise ConfigError(f"source {self.name!r}: {p}USERNAME is set but {p}PASSWORD is not")
+                raise ConfigError(
+                    f"source {self.name!r}: {p}USERNAME is set but {p}PASSWORD is not")
             return Credentials(username=user, password=password)
         raise ConfigError(
             f"source {self.name!r}: no credentials in the environment; set {p}USERNAME and "
@@ -220,7 +221,8 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         if s.kind == "xapi-file" and not s.path:
             raise bad("path", "required for kind = 'xapi-file' (a file path or glob)")
         if s.xapi_version not in XAPI_VERSIONS:
-            raise bad("xapi_version", f"{s.xapi_version!r} is not one of {', '.join(XAPI_VERSIONS)}")
+            known = ", ".join(XAPI_VERSIONS)
+            raise bad("xapi_version", f"{s.xapi_version!r} is not one of {known}")
         if not 1 <= s.page_size <= 10_000:
             raise bad("page_size", f"{s.page_size} must be between 1 and 10000")
         if s.max_attempts < 1:

@@ -15,14 +15,16 @@ staged output is thrown away (or, after a crash, cleaned up by the next run of t
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.config import Settings, SourceSettings
 from pipelines.faults import crashpoint
@@ -37,7 +39,10 @@ from pipelines.sources.base import (
 )
 from pipelines.store.state import LockHeld, StateStore
 from pipelines.store.zones import RAW_SCHEMA, WindowWrite, Zones
-from pipelines.xapi.normalise import Normaliser, Rejection
+from pipelines.xapi.normalise import NormalisedBatch, PageData, normalise_batch
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
 
 
 class IngestError(Exception):
@@ -100,17 +105,18 @@ def make_source(s: SourceSettings) -> Source:
 
 
 class _Batch:
-    """Statements read since the last flush, in order, with their fate so far."""
+    """Pages read since the last flush, in order."""
 
     def __init__(self) -> None:
-        self.raw: list[bytes] = []
-        self.refs: list[str] = []
-        self.fetched: list[datetime] = []
-        self.norm_pos: list[int] = []  # position in the normaliser, or -1 if rejected on add
-        self.rejections: dict[int, Rejection] = {}
+        self.pages: list[Page] = []
+        self.statements = 0
 
-    def __len__(self) -> int:
-        return len(self.raw)
+    def add(self, page: Page) -> None:
+        self.pages.append(page)
+        self.statements += len(page.statements)
+
+    def page_data(self) -> list[PageData]:
+        return [(p.statements, p.ref, p.fetched_at, p.positions) for p in self.pages]
 
 
 def ingest_source(
@@ -194,30 +200,44 @@ def _run(
 ) -> datetime | None:
     """Read every page of the window, stage it, commit it; returns the lowest Consistent-Through."""
     write = zones.begin(s.name, report.run_id, window)
-    norm = Normaliser(s.name, report.run_id)
     batch = _Batch()
     ct: datetime | None = None
+    # Decoded statements are acyclic and many: the cycle collector would walk them again and
+    # again for nothing. It runs once per batch instead.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+
+    def flush(done: _Batch) -> None:
+        _flush(done, normalise_batch(s.name, report.run_id, done.page_data()), write, window,
+               report)
+        heartbeat()
+        gc.collect(1)
+
     try:
         for page in prefetch(src.pages(window)):
-            _add_page(page, norm, batch, report)
+            batch.add(page)
+            report.read += len(page.statements)
             if page.consistent_through is not None:
                 ct = page.consistent_through if ct is None else min(ct, page.consistent_through)
             report.pages = src.stats.pages
             report.requests = src.stats.requests
             report.retries = src.stats.retries
-            if len(batch) >= batch_statements:
-                _flush(norm, batch, write, window, report)
+            if batch.statements >= batch_statements:
+                flush(batch)
                 batch = _Batch()
-                heartbeat()
             crashpoint("page")
             if progress:
                 progress(report)
-        _flush(norm, batch, write, window, report)
+        if batch.statements:
+            flush(batch)
         crashpoint("staged")
         committed = write.commit(crashpoint)
     except BaseException:
         write.discard()
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     write.discard()  # the staging folder; committed files are in place
     if committed.duplicates + committed.written != report.written:
         raise IngestError(f"source {s.name!r}: staged {report.written} rows but committed "
@@ -231,74 +251,59 @@ def _run(
     return ct
 
 
-def _add_page(page: Page, norm: Normaliser, batch: _Batch, report: IngestReport) -> None:
-    fetched = page.fetched_at
-    for raw, ref in zip(page.statements, page.refs, strict=True):
-        rej = norm.add(raw, ref, fetched)
-        i = len(batch.raw)
-        batch.raw.append(raw)
-        batch.refs.append(ref)
-        batch.fetched.append(fetched)
-        if rej is None:
-            batch.norm_pos.append(norm.rows - 1)
-        else:
-            batch.norm_pos.append(-1)
-            batch.rejections[i] = rej
-    report.read += len(page.statements)
-
-
-def _flush(norm: Normaliser, batch: _Batch, write: WindowWrite, window: Window,
+def _flush(batch: _Batch, result: NormalisedBatch, write: WindowWrite, window: Window,
            report: IngestReport) -> None:
-    if not len(batch):
-        return
-    table, late = norm.take()
-    keep = [True] * table.num_rows
-    for pos in late:
-        keep[pos] = False
+    """Stage a normalised batch's rows and write every statement of it to the raw zone."""
+    n = batch.statements
+    table = result.rows
     if window.since is not None or window.until is not None:
-        inside = write.in_window(table).to_pylist()
+        inside = write.in_window(table)
     else:
-        inside = [True] * table.num_rows
-    sids = table["statement_id"].to_pylist()
-    status: list[str] = []
-    reason: list[str | None] = []
-    detail: list[str | None] = []
-    ids: list[str | None] = []
-    outside = 0
-    for i, pos in enumerate(batch.norm_pos):
-        rej = batch.rejections.get(i) if pos < 0 else late.get(pos)
-        if rej is not None:
-            status.append("rejected")
-            reason.append(rej.reason)
-            detail.append(rej.detail)
-            ids.append(rej.statement_id)
-            report.rejected += 1
-            report.rejected_by_reason[rej.reason] = report.rejected_by_reason.get(rej.reason, 0) + 1
-            continue
-        ids.append(sids[pos])
-        reason.append(None)
-        detail.append(None)
-        if not inside[pos]:
-            keep[pos] = False
-            status.append("outside-window")
-            outside += 1
-        else:
-            status.append("normalised")
-    report.outside_window += outside
+        inside = pa.array([True] * table.num_rows, pa.bool_())
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    rej_id: list[str | None] = [None] * n
+    for i, rej in result.rejections.items():
+        reason[i], detail[i], rej_id[i] = rej.reason, rej.detail, rej.statement_id
+        report.rejected_by_reason[rej.reason] = report.rejected_by_reason.get(rej.reason, 0) + 1
+    report.rejected += len(result.rejections)
+    # Rows are in reading order, so the positions of the rows, in order, take their values.
+    is_row = [False] * n
+    for i in result.row_index:
+        is_row[i] = True
+    row_mask = pa.array(is_row, pa.bool_())
+    rejected_status = pa.repeat(pa.scalar("rejected", pa.string()), n)
+    row_status = pc.if_else(inside, "normalised", "outside-window")
+    if isinstance(row_status, pa.ChunkedArray):
+        row_status = row_status.combine_chunks()
+    status = pc.replace_with_mask(rejected_status, row_mask, row_status)
+    sid = pc.replace_with_mask(pa.array(rej_id, pa.string()), row_mask,
+                               table["statement_id"].combine_chunks())
+    refs: list[str] = []
+    index: list[int] = []
+    fetched: list[int] = []
+    raw: list[bytes] = []
+    for p in batch.pages:
+        m = len(p.statements)
+        raw.extend(p.statements)
+        refs.extend([p.ref] * m)
+        index.extend(p.positions if p.positions is not None else range(m))
+        fetched.extend([(p.fetched_at - _EPOCH) // _MICRO] * m)
     write.add_raw(pa.table({
-        "statement_id": pa.array(ids, pa.string()),
-        "raw": pa.array(batch.raw, pa.binary()),
-        "status": pa.array(status, pa.string()),
+        "statement_id": sid,
+        "raw": pa.array(raw, pa.binary()),
+        "status": status,
         "reason": pa.array(reason, pa.string()),
         "detail": pa.array(detail, pa.string()),
-        "fetch_ref": pa.array(batch.refs, pa.string()),
-        "fetched_at": pa.array(batch.fetched, pa.timestamp("us", tz="UTC")),
-        "run_id": pa.array([report.run_id] * len(batch), pa.string()),
+        "fetch_ref": pa.array(refs, pa.string()),
+        "fetch_index": pa.array(index, pa.int64()),
+        "fetched_at": pa.array(fetched, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "run_id": pa.repeat(pa.scalar(report.run_id, pa.string()), n),
     }, schema=RAW_SCHEMA))
-    if not all(keep):
-        table = table.filter(pa.array(keep))
-    write.stage(table)
-    report.written += table.num_rows
+    keep = table.filter(inside)
+    report.outside_window += table.num_rows - keep.num_rows
+    write.stage(keep)
+    report.written += keep.num_rows
     crashpoint("flush")
 
 

@@ -86,7 +86,7 @@ def test_config_missing_endpoint_and_duplicate_names(tmp_path: Path) -> None:
 def test_config_not_found_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FOOTPRINT_CONFIG", raising=False)
-    with pytest.raises(ConfigError, match="create footprint.toml"):
+    with pytest.raises(ConfigError, match=r"create footprint\.toml"):
         config.load()
     monkeypatch.setenv("FOOTPRINT_CONFIG", str(tmp_path / "elsewhere.toml"))
     with pytest.raises(ConfigError, match="cannot read"):

@@ -45,9 +45,9 @@ def test_state_runs_record_start_and_end(state_url: str) -> None:
 
 def test_state_lock_excludes_a_second_holder_until_released(state_url: str) -> None:
     a, b = StateStore(state_url), StateStore(state_url)
-    with a.lock("ingest:lrs"):
-        with pytest.raises(LockHeld, match=f"held by process {os.getpid()}"), b.lock("ingest:lrs"):
-            pass
+    with (a.lock("ingest:lrs"), pytest.raises(LockHeld, match=f"held by process {os.getpid()}"),
+          b.lock("ingest:lrs")):
+        pass
     with b.lock("ingest:lrs"):
         pass
     a.close()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 
 class SourceError(Exception):
@@ -83,13 +83,17 @@ class Window:
 
 @dataclass
 class Page:
-    """Statements as received, in order, with lineage. ``refs`` parallels ``statements``."""
+    """Statements as received, in order, with where they came from.
+
+    ``ref`` is the page URL or the file path; ``positions`` gives each statement's line number in
+    an NDJSON file (None: the position in the page, 0-based).
+    """
 
     statements: list[bytes]
-    refs: list[str]
+    ref: str
     fetched_at: datetime
+    positions: list[int] | None = None
     consistent_through: datetime | None = None
-    url: str = ""
 
 
 @dataclass
@@ -103,7 +107,6 @@ class SourceStats:
 
 class Source(Protocol):
     name: str
-    kind: str
     stats: SourceStats
 
     def pages(self, window: Window) -> Iterator[Page]: ...
@@ -126,10 +129,7 @@ class Backoff:
         return self.rng.uniform(0, min(self.cap, self.base * (2 ** (attempt - 1))))
 
 
-T = TypeVar("T")
-
-
-def retrying(
+def retrying[T](
     call: Callable[[], T], backoff: Backoff, stats: SourceStats,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
@@ -153,7 +153,7 @@ def retrying(
 _END = object()
 
 
-def prefetch(it: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetch[T](it: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Run ``it`` in a thread, ``depth`` items ahead, so fetching overlaps processing.
 
     Exceptions from the producer are raised in the consumer at the point they occurred; when the

@@ -152,8 +152,9 @@ class XapiLrsSource:
         next_url: str | None = url
         query: dict[str, str] | None = params
         while next_url is not None:
-            target, q = next_url, query
-            page, more = retrying(lambda: self._fetch(target, q), self.backoff, self.stats)
+            page, more = retrying(
+                lambda u=next_url, q=query: self._fetch(u, q),  # type: ignore[misc]
+                self.backoff, self.stats)
             self.stats.pages += 1
             yield page
             next_url = self.next_url(more)
@@ -196,10 +197,8 @@ class XapiLrsSource:
             ) from exc
         fetched = datetime.now(UTC)
         self.stats.bytes += len(body)
-        statements = [bytes(r) for r in env.statements]
-        refs = [f"{shown}#{i}" for i in range(len(statements))]
         page = Page(
-            statements=statements, refs=refs, fetched_at=fetched, url=shown,
+            statements=[bytes(r) for r in env.statements], ref=shown, fetched_at=fetched,
             consistent_through=_parse_header_time(
                 resp.headers.get("X-Experience-API-Consistent-Through")
             ),

@@ -3,25 +3,26 @@
 Layout under the storage root (folders a person can find)::
 
     raw/source=<s>/window=<since>--<until>/statements.parquet   every statement as received
-    normalised/source=<s>/date=<YYYY-MM-DD>/part-0.parquet      one row per statement (contract)
+    normalised/source=<s>/date=<YYYY-MM-DD>/part-0.parquet      one row per statement
     _staging/<s>/<run_id>/...                                   a run's work in progress
 
 A run reads one stored-time window (since, until] of one source. Its output replaces exactly that
 window: in each date partition the window touches, rows whose time key (``stored``, else
 ``timestamp``) falls in the window are replaced by the run's rows, rows outside it stay, and rows
-are unique by ``record_id`` (a deterministic uuid5), so re-running a window, or two windows that
-overlap, never leaves a second copy. Every file is written to a temporary name, flushed to disk
-and renamed over the old one, so a reader (or a crash) sees a partition before or after, never
-half way. A crash between partitions leaves the watermark where it was, and the next run of the
-window rewrites those partitions again from the source: the end state is the same.
+are unique by ``statement_id`` (the source's id, or a uuid5 of the bytes), so re-running a
+window, or two windows that overlap, never leaves a second copy. Every file is written to a
+temporary name, flushed to disk and renamed over the old one, so a reader (or a crash) sees a
+partition before or after, never half way. A crash between partitions leaves the watermark where
+it was, and the next run of the window rewrites those partitions again from the source: the end
+state is the same.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -45,7 +46,10 @@ RAW_SCHEMA = pa.schema([
         b"description": b"normalised or rejected"}),
     pa.field("reason", pa.string(), metadata={b"description": b"Reason code when rejected"}),
     pa.field("detail", pa.string(), metadata={b"description": b"What was wrong, with the path"}),
-    pa.field("fetch_ref", pa.string(), nullable=False),
+    pa.field("fetch_ref", pa.string(), nullable=False, metadata={
+        b"description": b"The page URL or the file path"}),
+    pa.field("fetch_index", pa.int64(), nullable=False, metadata={
+        b"description": b"Position in the page, or line number in an NDJSON file"}),
     pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
 ], metadata={b"zone": b"raw"})
@@ -64,7 +68,8 @@ def write_parquet_atomic(table: pa.Table, dest: Path, tmp_tag: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{tmp_tag}-{dest.name}"
     with tmp.open("wb") as fh:
-        pq.write_table(table, fh, compression="zstd", row_group_size=128 * 1024)
+        pq.write_table(table, fh, compression="zstd", compression_level=1,
+                       row_group_size=128 * 1024)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, dest)
@@ -165,6 +170,7 @@ class WindowWrite:
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self._seq = 0
         self._staged_dates: set[str] = set()
+        self._staged: list[tuple[Path, dict[str, int]]] = []
         self.raw_dest = (zones.source_dir(zones.raw, source) / f"window={window.label()}"
                          / RAW_FILE)
         self._raw_tmp = self.stage_dir / "raw.parquet"
@@ -175,21 +181,37 @@ class WindowWrite:
         if batch.num_rows == 0:
             return
         if self._raw_writer is None:
-            self._raw_writer = pq.ParquetWriter(self._raw_tmp, RAW_SCHEMA, compression="zstd")
+            self._raw_writer = pq.ParquetWriter(
+                self._raw_tmp, RAW_SCHEMA, compression="zstd", compression_level=1,
+                use_dictionary=["status", "reason", "fetch_ref", "run_id"])
         self._raw_writer.write(batch)
 
     def stage(self, table: pa.Table) -> None:
-        """Keep normalised rows (with a ``date`` column) on disk until commit, split by date."""
+        """Keep normalised rows (with a ``date`` column) on disk until commit.
+
+        One file per call, one row group per date, so that the commit reads back exactly one
+        date's rows at a time: memory stays bounded by a partition, not by the run.
+        """
         if table.num_rows == 0:
             return
         self._seq += 1
-        days = pc.unique(table["date"]).to_pylist()
-        for day in days:
-            part = table.filter(pc.equal(table["date"], day)).drop_columns(["date"])
-            d = self.stage_dir / f"date={day}"
-            d.mkdir(exist_ok=True)
-            pq.write_table(part, d / f"{self._seq:06d}.parquet", compression="lz4")
-            self._staged_dates.add(day)
+        order = pc.sort_indices(table["date"])
+        table = table.take(order)
+        days = table["date"]
+        bounds = pc.value_counts(days)  # in order of first appearance = sorted
+        path = self.stage_dir / f"{self._seq:06d}.parquet"
+        groups: dict[str, int] = {}
+        with pq.ParquetWriter(path, self.zones.file_schema, compression="none",
+                              use_dictionary=False) as w:
+            start = 0
+            for i, item in enumerate(bounds):
+                day, count = item["values"].as_py(), item["counts"].as_py()
+                part = table.slice(start, count).drop_columns(["date"])
+                w.write_table(part, row_group_size=max(count, 1))
+                groups[day] = i
+                start += count
+        self._staged.append((path, groups))
+        self._staged_dates.update(groups)
 
     # -- commit -------------------------------------------------------------------------------
     def in_window(self, table: pa.Table) -> pa.ChunkedArray | pa.Array:
@@ -221,13 +243,9 @@ class WindowWrite:
                 os.fsync(fh.fileno())
         for day in self._touched_dates():
             dest = self.zones.partition_file(self.source, day)
-            staged_dir = self.stage_dir / f"date={day}"
-            if day in self._staged_dates:
-                staged = pa.concat_tables(
-                    pq.read_table(f, schema=schema) for f in sorted(staged_dir.iterdir())
-                )
-            else:
-                staged = schema.empty_table()
+            pieces = [pq.ParquetFile(f).read_row_group(groups[day])
+                      for f, groups in self._staged if day in groups]
+            staged = pa.concat_tables(pieces) if pieces else schema.empty_table()
             unique = _first_by_id(staged)
             report.duplicates += staged.num_rows - unique.num_rows
             report.written += unique.num_rows
@@ -243,12 +261,7 @@ class WindowWrite:
                     _fsync_dir(dest.parent)
                     report.removed_partitions += 1
                 continue
-            key = pc.coalesce(combined["stored"], combined["timestamp"])
-            order = pc.sort_indices(
-                pa.table({"k": key, "id": combined["record_id"]}),
-                sort_keys=[("k", "ascending"), ("id", "ascending")],
-            )
-            write_parquet_atomic(combined.take(order), dest, self.run_id)
+            write_parquet_atomic(_in_time_order(combined), dest, self.run_id)
             report.partitions += 1
             if crash_hook:
                 crash_hook("commit-partition")
@@ -267,11 +280,22 @@ class WindowWrite:
         shutil.rmtree(self.stage_dir, ignore_errors=True)
 
 
+def _in_time_order(table: pa.Table) -> pa.Table:
+    """Rows by their time key (a stable sort, skipped when they already are: the usual case)."""
+    key = pc.coalesce(table["stored"], table["timestamp"])
+    if isinstance(key, pa.ChunkedArray):
+        key = key.combine_chunks()
+    n = len(key)
+    if n < 2 or pc.all(pc.greater_equal(key.slice(1), key.slice(0, n - 1))).as_py():
+        return table
+    return table.take(pc.sort_indices(key))
+
+
 def _first_by_id(table: pa.Table) -> pa.Table:
-    """Rows unique by record_id, keeping each id's first row."""
+    """Rows unique by statement_id, keeping each id's first row."""
     if table.num_rows == 0:
         return table
-    ids = table["record_id"]
+    ids = table["statement_id"]
     if pc.count_distinct(ids).as_py() == table.num_rows:
         return table
     idx = pa.table({"id": ids, "i": pa.array(range(table.num_rows), pa.int64())})
