@@ -152,8 +152,8 @@ def ingest_source(
                 source=s.name, run_id=run_id, mode=mode, window=window.as_dict(),
                 watermark_before=iso_ms(before) if before else None,
             )
+            src = source or make_source(s)  # a missing credential fails here, before the run
             state.run_started(run_id, s.name, mode, window.since, window.until)
-            src = source or make_source(s)
             try:
                 ct = _run(src, s, zones, window, report, progress, lease.refresh,
                           settings.batch_statements)
