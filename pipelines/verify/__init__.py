@@ -1,0 +1,1 @@
+"""Verification: what turns ingested statements into the learner footprint."""
