@@ -32,6 +32,7 @@ class ConfigError(Exception):
 class _Storage(msgspec.Struct, forbid_unknown_fields=True):
     root: str = "data"
     batch_statements: int = 20_000
+    workers: int = 0
 
 
 class _State(msgspec.Struct, forbid_unknown_fields=True):
@@ -125,6 +126,7 @@ class Settings:
     storage_root: Path
     state_url: str
     batch_statements: int
+    workers: int
     sources: tuple[SourceSettings, ...]
 
     def source(self, name: str) -> SourceSettings:
@@ -250,11 +252,14 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
     root = Path(raw.storage.root)
     if not root.is_absolute():
         root = (base / root).resolve()
+    if raw.storage.workers < 0:
+        raise ConfigError(f"{where}: storage.workers: must be 0 (one per CPU) or a count")
     if not 100 <= raw.storage.batch_statements <= 1_000_000:
         raise ConfigError(f"{where}: storage.batch_statements: must be between 100 and 1000000")
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
         batch_statements=raw.storage.batch_statements,
+        workers=raw.storage.workers or min(os.cpu_count() or 1, 8),
         sources=tuple(sources),
     )
 

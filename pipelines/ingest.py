@@ -16,11 +16,15 @@ staged output is thrown away (or, after a crash, cleaned up by the next run of t
 from __future__ import annotations
 
 import gc
+import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -37,8 +41,14 @@ from pipelines.sources.base import (
     iso_ms,
     prefetch,
 )
-from pipelines.store.state import LockHeld, StateStore
-from pipelines.store.zones import RAW_SCHEMA, WindowWrite, Zones
+from pipelines.store.state import LockHeld, StateStore, pid_alive
+from pipelines.store.zones import (
+    RAW_SCHEMA,
+    Zones,
+    in_window,
+    write_raw_part,
+    write_stage_file,
+)
 from pipelines.xapi.normalise import NormalisedBatch, PageData, normalise_batch
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,7 +115,7 @@ def make_source(s: SourceSettings) -> Source:
 
 
 class _Batch:
-    """Pages read since the last flush, in order."""
+    """Pages read since the last hand-over, in order."""
 
     def __init__(self) -> None:
         self.pages: list[Page] = []
@@ -117,6 +127,166 @@ class _Batch:
 
     def page_data(self) -> list[PageData]:
         return [(p.statements, p.ref, p.fetched_at, p.positions) for p in self.pages]
+
+
+@dataclass
+class BatchJob:
+    """Everything a worker needs to process one batch: plain data, so it pickles."""
+
+    source: str
+    run_id: str
+    window: Window
+    schema: pa.Schema
+    rows_path: Path
+    raw_path: Path
+    pages: list[PageData]
+
+
+@dataclass
+class BatchResult:
+    statements: int
+    written: int
+    rejected: int
+    outside_window: int
+    rejected_by_reason: dict[str, int]
+    staged: tuple[Path, dict[str, int]] | None
+    raw_part: Path
+
+
+def process_batch(job: BatchJob) -> BatchResult:
+    """Normalise a batch, write its raw part and its staged rows: the CPU-heavy step.
+
+    A pure function of the job (it writes only its own two files), so batches can be processed
+    in worker processes while the next pages are read.
+    """
+    was = gc.isenabled()
+    gc.disable()  # decoded statements are many and acyclic: collecting them is wasted time
+    try:
+        result = normalise_batch(job.source, job.run_id, job.pages)
+        return _write_batch(job, result)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _write_batch(job: BatchJob, result: NormalisedBatch) -> BatchResult:
+    n = sum(len(p[0]) for p in job.pages)
+    table = result.rows
+    if job.window.since is not None or job.window.until is not None:
+        inside = in_window(table, job.window)
+        if isinstance(inside, pa.ChunkedArray):
+            inside = inside.combine_chunks()
+    else:
+        inside = pa.array([True] * table.num_rows, pa.bool_())
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    rej_id: list[str | None] = [None] * n
+    by_reason: dict[str, int] = {}
+    for i, rej in result.rejections.items():
+        reason[i], detail[i], rej_id[i] = rej.reason, rej.detail, rej.statement_id
+        by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
+    # Rows are in reading order, so the positions of the rows, in order, take their values.
+    is_row = [False] * n
+    for i in result.row_index:
+        is_row[i] = True
+    row_mask = pa.array(is_row, pa.bool_())
+    status = pc.replace_with_mask(pa.repeat(pa.scalar("rejected", pa.string()), n), row_mask,
+                                  pc.if_else(inside, "normalised", "outside-window"))
+    sid = pc.replace_with_mask(pa.array(rej_id, pa.string()), row_mask,
+                               table["statement_id"].combine_chunks())
+    raw: list[bytes] = []
+    refs: list[str] = []
+    index: list[int] = []
+    fetched: list[int] = []
+    for statements, ref, fetched_at, positions in job.pages:
+        m = len(statements)
+        raw.extend(statements)
+        refs.extend([ref] * m)
+        index.extend(positions if positions is not None else range(m))
+        fetched.extend([(fetched_at - _EPOCH) // _MICRO] * m)
+    write_raw_part(job.raw_path, pa.table({
+        "statement_id": sid,
+        "raw": pa.array(raw, pa.binary()),
+        "status": status,
+        "reason": pa.array(reason, pa.string()),
+        "detail": pa.array(detail, pa.string()),
+        "fetch_ref": pa.array(refs, pa.string()),
+        "fetch_index": pa.array(index, pa.int64()),
+        "fetched_at": pa.array(fetched, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "run_id": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
+    }, schema=RAW_SCHEMA))
+    keep = table.filter(inside)
+    staged = None
+    if keep.num_rows:
+        staged = (job.rows_path, write_stage_file(job.rows_path, keep, job.schema))
+    return BatchResult(
+        statements=n, written=keep.num_rows, rejected=len(result.rejections),
+        outside_window=table.num_rows - keep.num_rows, rejected_by_reason=by_reason,
+        staged=staged, raw_part=job.raw_path,
+    )
+
+
+class _Inline:
+    """Runs jobs here and now (small runs, or workers = 1)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        f: Future[Any] = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as exc:
+            f.set_exception(exc)
+        return f
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: leave as soon as the ingesting process is gone (e.g. after kill -9)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if not pid_alive(parent):  # gone, or a zombie nobody has reaped yet
+                os._exit(1)
+
+    threading.Thread(target=watch, name="footprint-parent-watch", daemon=True).start()
+
+
+class _Workers:
+    """Worker processes for batches and partition merges, started at the second batch.
+
+    Normalising is pure-Python CPU work: with workers it spreads over the cores, and the main
+    process only reads pages and hands them over. The workers come from a fork server, never
+    from a fork of this (threaded) process. A run of one batch never pays for starting them.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: Any = None
+        self.inline = _Inline()
+        self.calls = 0
+
+    @property
+    def depth(self) -> int:
+        return self.workers if self.pool is not None else 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        self.calls += 1
+        if self.pool is None and self.workers > 1 and self.calls >= 2:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["pipelines.ingest"])
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                            initializer=_watch_parent, initargs=(os.getpid(),))
+        if self.pool is None:
+            return self.inline.submit(fn, *args)
+        fut: Future[Any] = self.pool.submit(fn, *args)
+        return fut
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ingest_source(
@@ -155,8 +325,7 @@ def ingest_source(
             src = source or make_source(s)  # a missing credential fails here, before the run
             state.run_started(run_id, s.name, mode, window.since, window.until)
             try:
-                ct = _run(src, s, zones, window, report, progress, lease.refresh,
-                          settings.batch_statements)
+                ct = _run(src, s, zones, window, report, progress, lease.refresh, settings)
                 report.check_balance()
                 crashpoint("before-watermark")
                 if mode == "incremental":
@@ -196,22 +365,35 @@ def _counts(r: IngestReport) -> dict[str, Any]:
 
 def _run(
     src: Source, s: SourceSettings, zones: Zones, window: Window, report: IngestReport,
-    progress: Progress | None, heartbeat: Callable[[], None], batch_statements: int,
+    progress: Progress | None, heartbeat: Callable[[], None], settings: Settings,
 ) -> datetime | None:
     """Read every page of the window, stage it, commit it; returns the lowest Consistent-Through."""
     write = zones.begin(s.name, report.run_id, window)
+    workers = _Workers(settings.workers)
+    pending: deque[Future[BatchResult]] = deque()
     batch = _Batch()
+    seq = 0
     ct: datetime | None = None
-    # Decoded statements are acyclic and many: the cycle collector would walk them again and
-    # again for nothing. It runs once per batch instead.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
 
-    def flush(done: _Batch) -> None:
-        _flush(done, normalise_batch(s.name, report.run_id, done.page_data()), write, window,
-               report)
-        heartbeat()
-        gc.collect(1)
+    def hand_over(b: _Batch) -> None:
+        nonlocal seq
+        seq += 1
+        rows_path, raw_path = write.paths(seq)
+        pending.append(workers.submit(process_batch, BatchJob(
+            s.name, report.run_id, window, zones.file_schema, rows_path, raw_path,
+            b.page_data())))
+
+    def collect(keep: int) -> None:
+        while len(pending) > keep:
+            res = pending.popleft().result()
+            write.record(res.staged, res.raw_part)
+            report.written += res.written
+            report.rejected += res.rejected
+            report.outside_window += res.outside_window
+            for k, v in res.rejected_by_reason.items():
+                report.rejected_by_reason[k] = report.rejected_by_reason.get(k, 0) + v
+            heartbeat()
+            crashpoint("flush")
 
     try:
         for page in prefetch(src.pages(window)):
@@ -222,22 +404,23 @@ def _run(
             report.pages = src.stats.pages
             report.requests = src.stats.requests
             report.retries = src.stats.retries
-            if batch.statements >= batch_statements:
-                flush(batch)
+            if batch.statements >= settings.batch_statements:
+                hand_over(batch)
                 batch = _Batch()
+                collect(keep=workers.depth)
             crashpoint("page")
             if progress:
                 progress(report)
         if batch.statements:
-            flush(batch)
+            hand_over(batch)
+        collect(keep=0)
         crashpoint("staged")
-        committed = write.commit(crashpoint)
+        committed = write.commit(workers, crashpoint)
     except BaseException:
         write.discard()
         raise
     finally:
-        if gc_was_enabled:
-            gc.enable()
+        workers.close()
     write.discard()  # the staging folder; committed files are in place
     if committed.duplicates + committed.written != report.written:
         raise IngestError(f"source {s.name!r}: staged {report.written} rows but committed "
@@ -249,62 +432,6 @@ def _run(
     if progress:
         progress(report)
     return ct
-
-
-def _flush(batch: _Batch, result: NormalisedBatch, write: WindowWrite, window: Window,
-           report: IngestReport) -> None:
-    """Stage a normalised batch's rows and write every statement of it to the raw zone."""
-    n = batch.statements
-    table = result.rows
-    if window.since is not None or window.until is not None:
-        inside = write.in_window(table)
-    else:
-        inside = pa.array([True] * table.num_rows, pa.bool_())
-    reason: list[str | None] = [None] * n
-    detail: list[str | None] = [None] * n
-    rej_id: list[str | None] = [None] * n
-    for i, rej in result.rejections.items():
-        reason[i], detail[i], rej_id[i] = rej.reason, rej.detail, rej.statement_id
-        report.rejected_by_reason[rej.reason] = report.rejected_by_reason.get(rej.reason, 0) + 1
-    report.rejected += len(result.rejections)
-    # Rows are in reading order, so the positions of the rows, in order, take their values.
-    is_row = [False] * n
-    for i in result.row_index:
-        is_row[i] = True
-    row_mask = pa.array(is_row, pa.bool_())
-    rejected_status = pa.repeat(pa.scalar("rejected", pa.string()), n)
-    row_status = pc.if_else(inside, "normalised", "outside-window")
-    if isinstance(row_status, pa.ChunkedArray):
-        row_status = row_status.combine_chunks()
-    status = pc.replace_with_mask(rejected_status, row_mask, row_status)
-    sid = pc.replace_with_mask(pa.array(rej_id, pa.string()), row_mask,
-                               table["statement_id"].combine_chunks())
-    refs: list[str] = []
-    index: list[int] = []
-    fetched: list[int] = []
-    raw: list[bytes] = []
-    for p in batch.pages:
-        m = len(p.statements)
-        raw.extend(p.statements)
-        refs.extend([p.ref] * m)
-        index.extend(p.positions if p.positions is not None else range(m))
-        fetched.extend([(p.fetched_at - _EPOCH) // _MICRO] * m)
-    write.add_raw(pa.table({
-        "statement_id": sid,
-        "raw": pa.array(raw, pa.binary()),
-        "status": status,
-        "reason": pa.array(reason, pa.string()),
-        "detail": pa.array(detail, pa.string()),
-        "fetch_ref": pa.array(refs, pa.string()),
-        "fetch_index": pa.array(index, pa.int64()),
-        "fetched_at": pa.array(fetched, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        "run_id": pa.repeat(pa.scalar(report.run_id, pa.string()), n),
-    }, schema=RAW_SCHEMA))
-    keep = table.filter(inside)
-    report.outside_window += table.num_rows - keep.num_rows
-    write.stage(keep)
-    report.written += keep.num_rows
-    crashpoint("flush")
 
 
 def ingest_all(settings: Settings, names: list[str] | None = None, **kw: Any) -> list[IngestReport]:

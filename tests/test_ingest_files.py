@@ -128,3 +128,35 @@ def test_ingest_partition_files_carry_the_contract(tmp_path: Path) -> None:
     assert schema.metadata[b"contract"] == b"normalised-statement"
     assert schema.field("actor_name").metadata[b"pii"] == b"direct"
     assert b"uuid5" in schema.field("statement_id").metadata[b"description"]
+
+
+def test_zones_raw_folder_swap_cut_short_is_finished(tmp_path: Path) -> None:
+    """A crash between the two renames of the raw folder swap: the next run finishes it."""
+    z = Zones(tmp_path)
+    base = tmp_path / "raw" / "source=dump"
+    (base / "window=a--b.new-r2").mkdir(parents=True)
+    (base / "window=a--b.new-r2" / "part-000001.parquet").write_bytes(b"new")
+    (base / "window=a--b.old-r2").mkdir()
+    (base / "window=a--b.old-r2" / "part-000001.parquet").write_bytes(b"old")
+    (base / "window=c--d.old-r3").mkdir()  # crashed before the new folder was moved: keep old
+    (base / "window=c--d.old-r3" / "part-000001.parquet").write_bytes(b"old-cd")
+    z.clean_leftovers("dump")
+    assert sorted(p.name for p in base.iterdir()) == ["window=a--b", "window=c--d"]
+    assert (base / "window=a--b" / "part-000001.parquet").read_bytes() == b"new"
+    assert (base / "window=c--d" / "part-000001.parquet").read_bytes() == b"old-cd"
+
+
+def test_ingest_many_batches_through_worker_processes(tmp_path: Path) -> None:
+    """Batches go to worker processes from the second one on: same rows as in one process."""
+    rows = [st(i, T0 + timedelta(minutes=17 * i)) for i in range(3000)]
+    lines = [orjson.dumps(r) for r in rows]
+    lines.insert(1500, b"{broken")
+    lines.append(lines[10])  # an exact duplicate
+    (tmp_path / "x.ndjson").write_bytes(b"\n".join(lines))
+    write_config(tmp_path, '[storage]\nbatch_statements = 400\nworkers = 2\n'
+                 '[[sources]]\nname = "dump"\nkind = "xapi-file"\npath = "x.ndjson"\n')
+    r = ingest_source(config.load(tmp_path / "footprint.toml"), "dump")
+    assert (r.read, r.written, r.rejected, r.duplicates) == (3002, 3000, 1, 1)
+    assert ids_in(tmp_path) == sorted(str(x["id"]) for x in rows)
+    raw = Zones(tmp_path / "data").read_raw("dump")
+    assert raw["raw"].to_pylist() == lines  # every statement, in reading order

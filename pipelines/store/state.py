@@ -76,7 +76,8 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -225,7 +226,7 @@ class LockLease:
                     row = c.execute(sa.select(locks).where(locks.c.name == self.name)).first()
                     assert row is not None
             expired = _utc(row.expires_at) < now  # type: ignore[operator]
-            dead = row.host == self.host and not _pid_alive(row.pid)
+            dead = row.host == self.host and not pid_alive(row.pid)
             if not (expired or dead):
                 raise LockHeld(
                     f"{self.name} is held by process {row.pid} on {row.host} since "

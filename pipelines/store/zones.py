@@ -2,7 +2,7 @@
 
 Layout under the storage root (folders a person can find)::
 
-    raw/source=<s>/window=<since>--<until>/statements.parquet   every statement as received
+    raw/source=<s>/window=<since>--<until>/part-*.parquet       every statement as received
     normalised/source=<s>/date=<YYYY-MM-DD>/part-0.parquet      one row per statement
     _staging/<s>/<run_id>/...                                   a run's work in progress
 
@@ -22,9 +22,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,7 +37,6 @@ from pipelines import contracts
 from pipelines.sources.base import Window
 
 PART_FILE = "part-0.parquet"
-RAW_FILE = "statements.parquet"
 
 RAW_SCHEMA = pa.schema([
     pa.field("statement_id", pa.string(), metadata={
@@ -127,6 +128,23 @@ class Zones:
                 for tmp in base.rglob(".tmp-*"):
                     tmp.unlink(missing_ok=True)
                     n += 1
+        # A raw folder swap cut short: finish it (the new folder was complete before it began).
+        base = self.source_dir(self.raw, source)
+        if base.is_dir():
+            for d in sorted(base.glob("window=*.new-*")):
+                final = d.with_name(d.name.split(".new-")[0])
+                if final.exists():
+                    shutil.rmtree(d)
+                else:
+                    os.replace(d, final)
+                n += 1
+            for d in sorted(base.glob("window=*.old-*")):
+                final = d.with_name(d.name.split(".old-")[0])
+                if final.exists():
+                    shutil.rmtree(d)
+                else:
+                    os.replace(d, final)
+                n += 1
         return n
 
     def begin(self, source: str, run_id: str, window: Window) -> WindowWrite:
@@ -152,14 +170,100 @@ class Zones:
         return total
 
     def read_raw(self, source: str | None = None) -> pa.Table:
-        files = sorted(self.raw.glob(f"source={source or '*'}/window=*/{RAW_FILE}"))
+        files = sorted(f for f in self.raw.glob(f"source={source or '*'}/window=*/*.parquet")
+                       if ".new-" not in f.parent.name and ".old-" not in f.parent.name)
         if not files:
             return RAW_SCHEMA.empty_table()
         return pa.concat_tables(pq.read_table(f) for f in files)
 
 
+def in_window(table: pa.Table, window: Window) -> pa.Array | pa.ChunkedArray:
+    """Which rows' time key (``stored``, else ``timestamp``) falls in the window (since, until]."""
+    key = pc.coalesce(table["stored"], table["timestamp"])
+    mask = pc.is_valid(key)
+    if window.since is not None:
+        mask = pc.and_(mask, pc.greater(key, pa.scalar(window.since, key.type)))
+    if window.until is not None:
+        mask = pc.and_(mask, pc.less_equal(key, pa.scalar(window.until, key.type)))
+    return pc.fill_null(mask, False)
+
+
+def write_stage_file(path: Path, table: pa.Table, schema: pa.Schema) -> dict[str, int]:
+    """Staged rows (with a ``date`` column): one file, one row group per date.
+
+    The commit then reads back exactly one date's rows at a time, so memory stays bounded by a
+    partition, not by the run. Returns date -> row group.
+    """
+    table = table.take(pc.sort_indices(table["date"]))
+    groups: dict[str, int] = {}
+    with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False) as w:
+        start = 0
+        for i, item in enumerate(pc.value_counts(table["date"])):
+            day, count = item["values"].as_py(), item["counts"].as_py()
+            w.write_table(table.slice(start, count).drop_columns(["date"]),
+                          row_group_size=max(count, 1))
+            groups[day] = i
+            start += count
+    return groups
+
+
+def write_raw_part(path: Path, table: pa.Table) -> None:
+    """One batch of the raw zone: every statement as received, with its fate; fsync'd."""
+    with path.open("wb") as fh:
+        pq.write_table(table, fh, compression="zstd", compression_level=1,
+                       use_dictionary=["status", "reason", "fetch_ref", "run_id"])
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass
+class PartitionResult:
+    day: str
+    written: int = 0
+    duplicates: int = 0
+    action: str = "none"  # "written", "removed" or "none"
+
+
+def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window: Window,
+                    schema: pa.Schema, run_id: str) -> PartitionResult:
+    """One date partition after the run: rows outside the window kept, the window's replaced.
+
+    A pure function of its arguments and the files, so that partitions can merge in parallel.
+    """
+    out = PartitionResult(day)
+    tables = [pq.ParquetFile(f).read_row_group(rg) for f, rg in pieces]
+    staged = pa.concat_tables(tables) if tables else schema.empty_table()
+    unique = _first_by_id(staged)
+    out.duplicates = staged.num_rows - unique.num_rows
+    out.written = unique.num_rows
+    if dest.exists():
+        old = pq.read_table(dest, schema=schema)
+        kept = old.filter(pc.invert(in_window(old, window)))
+        combined = _first_by_id(pa.concat_tables([unique, kept]))
+    else:
+        combined = unique
+    if combined.num_rows == 0:
+        if dest.exists():
+            dest.unlink()
+            _fsync_dir(dest.parent)
+            out.action = "removed"
+        return out
+    write_parquet_atomic(_in_time_order(combined), dest, run_id)
+    out.action = "written"
+    return out
+
+
+class Executor(Protocol):
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]: ...
+
+
 class WindowWrite:
-    """The output of one run over one window, staged, then committed atomically per file."""
+    """The output of one run over one window: staged batch by batch, then committed.
+
+    Batches are written (raw part and staged rows) by whoever processes them, possibly worker
+    processes; this object keeps the list and, at commit, merges every touched partition and
+    swaps the window's raw folder in.
+    """
 
     def __init__(self, zones: Zones, source: str, run_id: str, window: Window) -> None:
         self.zones = zones
@@ -168,61 +272,22 @@ class WindowWrite:
         self.window = window
         self.stage_dir = zones.staging / source / run_id
         self.stage_dir.mkdir(parents=True, exist_ok=True)
-        self._seq = 0
-        self._staged_dates: set[str] = set()
         self._staged: list[tuple[Path, dict[str, int]]] = []
-        self.raw_dest = (zones.source_dir(zones.raw, source) / f"window={window.label()}"
-                         / RAW_FILE)
-        self._raw_tmp = self.stage_dir / "raw.parquet"
-        self._raw_writer: pq.ParquetWriter | None = None
+        self._raw_parts: list[Path] = []
+        self.raw_dir = zones.source_dir(zones.raw, source) / f"window={window.label()}"
 
-    # -- during the run -----------------------------------------------------------------------
-    def add_raw(self, batch: pa.RecordBatch | pa.Table) -> None:
-        if batch.num_rows == 0:
-            return
-        if self._raw_writer is None:
-            self._raw_writer = pq.ParquetWriter(
-                self._raw_tmp, RAW_SCHEMA, compression="zstd", compression_level=1,
-                use_dictionary=["status", "reason", "fetch_ref", "run_id"])
-        self._raw_writer.write(batch)
+    def paths(self, seq: int) -> tuple[Path, Path]:
+        """Where batch ``seq`` writes its staged rows and its raw part."""
+        return self.stage_dir / f"rows-{seq:06d}.parquet", self.stage_dir / f"raw-{seq:06d}.parquet"
 
-    def stage(self, table: pa.Table) -> None:
-        """Keep normalised rows (with a ``date`` column) on disk until commit.
+    def record(self, staged: tuple[Path, dict[str, int]] | None, raw_part: Path | None) -> None:
+        if staged is not None:
+            self._staged.append(staged)
+        if raw_part is not None:
+            self._raw_parts.append(raw_part)
 
-        One file per call, one row group per date, so that the commit reads back exactly one
-        date's rows at a time: memory stays bounded by a partition, not by the run.
-        """
-        if table.num_rows == 0:
-            return
-        self._seq += 1
-        order = pc.sort_indices(table["date"])
-        table = table.take(order)
-        days = table["date"]
-        bounds = pc.value_counts(days)  # in order of first appearance = sorted
-        path = self.stage_dir / f"{self._seq:06d}.parquet"
-        groups: dict[str, int] = {}
-        with pq.ParquetWriter(path, self.zones.file_schema, compression="none",
-                              use_dictionary=False) as w:
-            start = 0
-            for i, item in enumerate(bounds):
-                day, count = item["values"].as_py(), item["counts"].as_py()
-                part = table.slice(start, count).drop_columns(["date"])
-                w.write_table(part, row_group_size=max(count, 1))
-                groups[day] = i
-                start += count
-        self._staged.append((path, groups))
-        self._staged_dates.update(groups)
-
-    # -- commit -------------------------------------------------------------------------------
-    def in_window(self, table: pa.Table) -> pa.ChunkedArray | pa.Array:
-        key = pc.coalesce(table["stored"], table["timestamp"])
-        w = self.window
-        mask = pc.is_valid(key)
-        if w.since is not None:
-            mask = pc.and_(mask, pc.greater(key, pa.scalar(w.since, key.type)))
-        if w.until is not None:
-            mask = pc.and_(mask, pc.less_equal(key, pa.scalar(w.until, key.type)))
-        return pc.fill_null(mask, False)
+    def in_window(self, table: pa.Table) -> pa.Array | pa.ChunkedArray:
+        return in_window(table, self.window)
 
     def _touched_dates(self) -> list[str]:
         w = self.window
@@ -230,53 +295,51 @@ class WindowWrite:
         hi = w.until.date() if w.until else date.max
         existing = {d for d in self.zones.partition_dates(self.source)
                     if lo <= date.fromisoformat(d) <= hi}
-        return sorted(existing | self._staged_dates)
+        staged = {d for _, groups in self._staged for d in groups}
+        return sorted(existing | staged)
 
-    def commit(self, crash_hook: Callable[[str], None] | None = None) -> CommitReport:
-        """Replace the window's rows partition by partition, then put the raw file in place."""
+    def commit(self, executor: Executor,
+               crash_hook: Callable[[str], None] | None = None) -> CommitReport:
+        """Replace the window's rows partition by partition, then swap the raw folder in."""
         report = CommitReport()
-        schema = self.zones.file_schema
-        if self._raw_writer is not None:
-            self._raw_writer.close()
-            self._raw_writer = None
-            with self._raw_tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
+        jobs = []
         for day in self._touched_dates():
-            dest = self.zones.partition_file(self.source, day)
-            pieces = [pq.ParquetFile(f).read_row_group(groups[day])
-                      for f, groups in self._staged if day in groups]
-            staged = pa.concat_tables(pieces) if pieces else schema.empty_table()
-            unique = _first_by_id(staged)
-            report.duplicates += staged.num_rows - unique.num_rows
-            report.written += unique.num_rows
-            if dest.exists():
-                old = pq.read_table(dest, schema=schema)
-                kept = old.filter(pc.invert(self.in_window(old)))
-                combined = _first_by_id(pa.concat_tables([unique, kept]))
-            else:
-                combined = unique
-            if combined.num_rows == 0:
-                if dest.exists():
-                    dest.unlink()
-                    _fsync_dir(dest.parent)
-                    report.removed_partitions += 1
-                continue
-            write_parquet_atomic(_in_time_order(combined), dest, self.run_id)
-            report.partitions += 1
+            pieces = [(f, groups[day]) for f, groups in self._staged if day in groups]
+            jobs.append(executor.submit(
+                merge_partition, self.zones.partition_file(self.source, day), day, pieces,
+                self.window, self.zones.file_schema, self.run_id))
+        for job in jobs:
+            res: PartitionResult = job.result()
+            report.written += res.written
+            report.duplicates += res.duplicates
+            if res.action == "written":
+                report.partitions += 1
+            elif res.action == "removed":
+                report.removed_partitions += 1
             if crash_hook:
                 crash_hook("commit-partition")
-        if self._raw_tmp.exists():
-            self.raw_dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._raw_tmp, self.raw_dest)
-            _fsync_dir(self.raw_dest.parent)
-        elif self.raw_dest.exists():
-            self.raw_dest.unlink()  # the window holds nothing now
+        self._publish_raw()
         return report
 
+    def _publish_raw(self) -> None:
+        """Swap the window's raw folder for this run's parts: new folder, then two renames.
+
+        A crash between the renames is finished by ``Zones.clean_leftovers`` on the next run.
+        """
+        final = self.raw_dir
+        new = final.with_name(f"{final.name}.new-{self.run_id}")
+        old = final.with_name(f"{final.name}.old-{self.run_id}")
+        new.mkdir(parents=True, exist_ok=True)
+        for i, part in enumerate(self._raw_parts, 1):
+            os.replace(part, new / f"part-{i:06d}.parquet")
+        _fsync_dir(new)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(new, final)
+        _fsync_dir(final.parent)
+        shutil.rmtree(old, ignore_errors=True)
+
     def discard(self) -> None:
-        if self._raw_writer is not None:
-            self._raw_writer.close()
-            self._raw_writer = None
         shutil.rmtree(self.stage_dir, ignore_errors=True)
 
 
