@@ -40,6 +40,7 @@ from pipelines.sources.base import (
     Window,
     iso_ms,
     prefetch,
+    split_block,
 )
 from pipelines.store.state import LockHeld, StateStore, pid_alive
 from pipelines.store.zones import (
@@ -123,10 +124,7 @@ class _Batch:
 
     def add(self, page: Page) -> None:
         self.pages.append(page)
-        self.statements += len(page.statements)
-
-    def page_data(self) -> list[PageData]:
-        return [(p.statements, p.ref, p.fetched_at, p.positions) for p in self.pages]
+        self.statements += page.size
 
 
 @dataclass
@@ -139,7 +137,18 @@ class BatchJob:
     schema: pa.Schema
     rows_path: Path
     raw_path: Path
-    pages: list[PageData]
+    pages: list[Page]
+
+    def page_data(self) -> list[PageData]:
+        """The pages as statements, NDJSON blocks split into lines here (in the worker)."""
+        out: list[PageData] = []
+        for p in self.pages:
+            if p.block is not None:
+                statements, numbers = split_block(p.block, p.first_line)
+                out.append((statements, p.ref, p.fetched_at, numbers))
+            else:
+                out.append((p.statements, p.ref, p.fetched_at, p.positions))
+        return out
 
 
 @dataclass
@@ -162,15 +171,16 @@ def process_batch(job: BatchJob) -> BatchResult:
     was = gc.isenabled()
     gc.disable()  # decoded statements are many and acyclic: collecting them is wasted time
     try:
-        result = normalise_batch(job.source, job.run_id, job.pages)
-        return _write_batch(job, result)
+        pages = job.page_data()
+        result = normalise_batch(job.source, job.run_id, pages)
+        return _write_batch(job, pages, result)
     finally:
         if was:
             gc.enable()
 
 
-def _write_batch(job: BatchJob, result: NormalisedBatch) -> BatchResult:
-    n = sum(len(p[0]) for p in job.pages)
+def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) -> BatchResult:
+    n = sum(len(p[0]) for p in pages)
     table = result.rows
     if job.window.since is not None or job.window.until is not None:
         inside = in_window(table, job.window)
@@ -198,7 +208,7 @@ def _write_batch(job: BatchJob, result: NormalisedBatch) -> BatchResult:
     refs: list[str] = []
     index: list[int] = []
     fetched: list[int] = []
-    for statements, ref, fetched_at, positions in job.pages:
+    for statements, ref, fetched_at, positions in pages:
         m = len(statements)
         raw.extend(statements)
         refs.extend([ref] * m)
@@ -380,13 +390,13 @@ def _run(
         seq += 1
         rows_path, raw_path = write.paths(seq)
         pending.append(workers.submit(process_batch, BatchJob(
-            s.name, report.run_id, window, zones.file_schema, rows_path, raw_path,
-            b.page_data())))
+            s.name, report.run_id, window, zones.file_schema, rows_path, raw_path, b.pages)))
 
     def collect(keep: int) -> None:
         while len(pending) > keep:
             res = pending.popleft().result()
             write.record(res.staged, res.raw_part)
+            report.read += res.statements
             report.written += res.written
             report.rejected += res.rejected
             report.outside_window += res.outside_window
@@ -398,7 +408,6 @@ def _run(
     try:
         for page in prefetch(src.pages(window)):
             batch.add(page)
-            report.read += len(page.statements)
             if page.consistent_through is not None:
                 ct = page.consistent_through if ct is None else min(ct, page.consistent_through)
             report.pages = src.stats.pages

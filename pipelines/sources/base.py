@@ -87,6 +87,10 @@ class Page:
 
     ``ref`` is the page URL or the file path; ``positions`` gives each statement's line number in
     an NDJSON file (None: the position in the page, 0-based).
+
+    An NDJSON file is read as blocks of whole lines instead (``block``, its first line's number
+    ``first_line``, and ``lines`` newline-ended lines in it): splitting them is left to whoever
+    processes the page, so that the reading process only moves large byte strings around.
     """
 
     statements: list[bytes]
@@ -94,6 +98,25 @@ class Page:
     fetched_at: datetime
     positions: list[int] | None = None
     consistent_through: datetime | None = None
+    block: bytes | None = None
+    first_line: int = 1
+    lines: int = 0
+
+    @property
+    def size(self) -> int:
+        """Statements in the page (for a block: its lines, blank ones included)."""
+        return self.lines if self.block is not None else len(self.statements)
+
+
+def split_block(block: bytes, first_line: int) -> tuple[list[bytes], list[int]]:
+    """A block of NDJSON lines -> its non-blank lines (stripped) and their line numbers."""
+    statements: list[bytes] = []
+    numbers: list[int] = []
+    for i, line in enumerate(block.split(b"\n")):
+        if line.strip():
+            statements.append(line.strip())
+            numbers.append(first_line + i)
+    return statements, numbers
 
 
 @dataclass

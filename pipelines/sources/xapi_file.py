@@ -38,14 +38,12 @@ class _Envelope(msgspec.Struct):
 
 _list = msgspec.json.Decoder(list[msgspec.Raw])
 _env = msgspec.json.Decoder(_Envelope)
-LINES_PER_PAGE = 5000
+CHUNK = 1 << 20
+LINES_PER_PAGE = 5000  # for whole-file formats
 
 
-CHUNK = 4 << 20
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    """The file's lines (without the newline), gzip or not, read in large chunks.
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The file's content, gzip or not, in large blocks that each end with a whole line.
 
     Arrow decompresses in C++ without holding the GIL, so reading overlaps the processing of the
     previous page instead of competing with it.
@@ -55,11 +53,14 @@ def _lines(path: Path) -> Iterator[bytes]:
     with pa.input_stream(str(path), compression="gzip" if gz else None) as stream:
         rest = b""
         while chunk := stream.read(CHUNK):
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            yield from parts
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                rest += chunk
+                continue
+            yield rest + chunk[:cut + 1]
+            rest = chunk[cut + 1:]
         if rest:
-            yield rest
+            yield rest + b"\n"
 
 
 class XapiFileSource:
@@ -93,12 +94,12 @@ class XapiFileSource:
 
     def _file_pages(self, path: Path) -> Iterator[Page]:
         try:
-            lines = _lines(path)
-            first = next(lines, b"")
+            blocks = _blocks(path)
+            head = next(blocks, b"")
         except (OSError, pa.ArrowException) as exc:
             raise FatalSourceError(self.name, str(path), f"cannot read: {exc}") from exc
         self.stats.requests += 1
-        stripped = first.strip()
+        stripped = head[:head.find(b"\n")].strip()
         # One object per line starts and ends a line with braces; a pretty-printed object's
         # first line is a lone "{". A one-line LRS result is a whole document, not NDJSON.
         ndjson = stripped.startswith(b"{") and stripped.endswith(b"}")
@@ -111,32 +112,21 @@ class XapiFileSource:
                 pass
         try:
             if ndjson:
-                yield from self._ndjson(path, itertools.chain((first,), lines))
+                yield from self._ndjson(path, itertools.chain((head,), blocks))
             else:
-                yield from self._whole(path, b"\n".join(itertools.chain((first,), lines)))
+                yield from self._whole(path, b"".join(itertools.chain((head,), blocks)))
         except (OSError, pa.ArrowException) as exc:
             raise FatalSourceError(self.name, str(path), f"cannot read: {exc}") from exc
 
-    def _ndjson(self, path: Path, lines: Iterator[bytes]) -> Iterator[Page]:
-        stmts: list[bytes] = []
-        numbers: list[int] = []
+    def _ndjson(self, path: Path, blocks: Iterator[bytes]) -> Iterator[Page]:
         ref = str(path)
-        lineno = 0
-        for line in lines:
-            lineno += 1
-            self.stats.bytes += len(line) + 1
-            line = line.strip()
-            if not line:
-                continue
-            stmts.append(line)
-            numbers.append(lineno)
-            if len(stmts) >= self.lines_per_page:
-                self.stats.pages += 1
-                yield Page(stmts, ref, datetime.now(UTC), positions=numbers)
-                stmts, numbers = [], []
-        if stmts:
+        line = 1
+        for block in blocks:
+            n = block.count(b"\n")
+            self.stats.bytes += len(block)
             self.stats.pages += 1
-            yield Page(stmts, ref, datetime.now(UTC), positions=numbers)
+            yield Page([], ref, datetime.now(UTC), block=block, first_line=line, lines=n)
+            line += n
 
     def _whole(self, path: Path, data: bytes) -> Iterator[Page]:
         self.stats.bytes += len(data)

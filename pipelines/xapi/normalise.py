@@ -555,6 +555,7 @@ class NormalisedBatch:
 
 
 PageData = tuple[Sequence[bytes], str, datetime, Sequence[int] | None]
+"""A page's statements, its ref (URL or file), when it was read, and the statements' positions."""
 
 
 def normalise_batch(source: str, run_id: str, pages: Sequence[PageData]) -> NormalisedBatch:
