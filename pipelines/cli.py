@@ -158,23 +158,28 @@ def _print_reports(reports: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="footprint ingest", title_justify="left")
-    for col in ("source", "mode", "window (stored)", "read", "written", "rejected",
-                "duplicates", "outside", "pages", "retries", "watermark", "seconds"):
-        t.add_column(col, justify="right" if col in ("read", "written", "rejected", "duplicates",
-                                                      "outside", "pages", "retries", "seconds")
-                     else "left")
-    for r in reports:
-        w = f"{r.window['since'] or 'start'} .. {r.window['until'] or 'end'}"
-        t.add_row(r.source, r.mode, w, f"{r.read:,}", f"{r.written:,}", f"{r.rejected:,}",
-                  f"{r.duplicates:,}", f"{r.outside_window:,}", str(r.pages), str(r.retries),
-                  r.watermark_after or "-", f"{r.seconds:.1f}")
     c = Console()
-    c.print(t)
     for r in reports:
-        if r.rejected_by_reason:
-            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected_by_reason.items()))
-            c.print(f"  {r.source}: rejected by reason: {reasons} (kept in raw/ with the reason)")
+        t = Table(title=f"footprint ingest: {r.source} ({r.mode}, {r.status})",
+                  title_justify="left", show_header=False, box=None, padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        since, until = r.window["since"] or "the beginning", r.window["until"] or "the end"
+        t.add_row("window (stored)", f"{since} .. {until}")
+        t.add_row("read", f"{r.read:,} in {r.pages:,} pages, {r.retries} retries, "
+                  f"{r.seconds:.1f} s")
+        t.add_row("written", f"{r.written:,} into {r.partitions} date partitions")
+        t.add_row("rejected", f"{r.rejected:,}" + (" (kept in raw/ with the reason: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(r.rejected_by_reason.items())) + ")"
+            if r.rejected_by_reason else ""))
+        t.add_row("duplicates", f"{r.duplicates:,}")
+        if r.outside_window:
+            t.add_row("outside window", f"{r.outside_window:,}")
+        t.add_row("watermark", f"{r.watermark_before or '-'} -> {r.watermark_after or '-'}")
+        if r.consistent_through:
+            t.add_row("consistent through", r.consistent_through)
+        c.print(t)
+        c.print()
 
 
 class _NoBar:
@@ -250,19 +255,29 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"footprint status ({settings.storage_root})", title_justify="left")
-    for col in ("source", "kind", "watermark", "consistent-through", "rows", "last run",
-                "read", "written", "rejected"):
-        t.add_column(col)
+    c = Console()
+    c.print(f"[bold]footprint status[/] ({settings.storage_root})")
     for r in rows:
-        lr = r["last_run"] or {}
-        c = lr.get("counts") or {}
-        t.add_row(r["source"], r["kind"], r["watermark"] or "-", r["consistent_through"] or "-",
-                  f"{r['normalised_rows']:,}",
-                  f"{lr.get('status', '-')} {lr.get('started_at', '')[:19]}",
-                  str(c.get("read", "-")), str(c.get("written", "-")),
-                  str(c.get("rejected", "-")))
-    Console().print(t)
+        t = Table(title=f"{r['source']} ({r['kind']}{'' if r['enabled'] else ', disabled'})",
+                  title_justify="left", show_header=False, box=None, padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("watermark", r["watermark"] or "- (never read incrementally)")
+        t.add_row("consistent through", r["consistent_through"] or "-")
+        t.add_row("rows stored", f"{r['normalised_rows']:,} in {r['partitions']} partitions")
+        lr = r["last_run"]
+        if lr:
+            cnt = lr.get("counts") or {}
+            t.add_row("last run", f"{lr['status']} ({lr['mode']}), started {lr['started_at']}")
+            t.add_row("last run counts", ", ".join(
+                f"{k} {cnt[k]:,}" for k in ("read", "written", "rejected", "duplicates")
+                if k in cnt) or "-")
+            if lr.get("error"):
+                t.add_row("last error", lr["error"])
+        else:
+            t.add_row("last run", "never")
+        c.print(t)
+
 
 
 @app.command()
