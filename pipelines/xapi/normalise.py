@@ -33,7 +33,6 @@ from pipelines import contracts
 # Changing this namespace changes every derived statement id ever written: never do it.
 FOOTPRINT_NS = uuid.UUID("0b8c6d0e-5f3a-5e8e-9a41-7f1d0c2b6a90")
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
-DISPLAY_LANGS = ("en-US", "en", "kk-KZ", "ru-RU")
 
 
 _NO_RAW = msgspec.Raw()
@@ -53,9 +52,21 @@ class Actor(msgspec.Struct, gc=False):
     account: Account | None = None
 
 
+class Display(msgspec.Struct, gc=False, rename={
+        "en_us": "en-US", "en": "en", "kk_kz": "kk-KZ", "ru_ru": "ru-RU", "kk": "kk", "ru": "ru"}):
+    """The languages a display text is taken from, in order of preference (others ignored)."""
+
+    en_us: str | None = None
+    en: str | None = None
+    kk_kz: str | None = None
+    ru_ru: str | None = None
+    kk: str | None = None
+    ru: str | None = None
+
+
 class Verb(msgspec.Struct, gc=False):
     id: str | None = None
-    display: dict[str, str] | None = None
+    display: Display | None = None
 
 
 class Definition(msgspec.Struct, gc=False):
@@ -86,7 +97,6 @@ class Result(msgspec.Struct, gc=False):
     success: bool | None = None
     completion: bool | None = None
     duration: str | None = None
-    extensions: msgspec.Raw = _NO_RAW
 
 
 class ActivityRef(msgspec.Struct, gc=False):
@@ -231,16 +241,6 @@ def _ifis(mbox: pa.Array, sha1: pa.Array, openid: pa.Array, home: pa.Array,
     )
 
 
-def _display(m: dict[str, str] | None) -> str | None:
-    if not m:
-        return None
-    for lang in DISPLAY_LANGS:
-        v = m.get(lang)
-        if v is not None:
-            return v
-    return next(iter(m.values()))
-
-
 def derived_statement_id(raw_sha256: str) -> str:
     return _uuid5("sha256:" + raw_sha256)
 
@@ -259,6 +259,7 @@ _UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _EMPTY_ACTOR = Actor()
 _EMPTY_ACCOUNT = Account()
 _EMPTY_VERB = Verb()
+_EMPTY_DISPLAY = Display()
 _EMPTY_OBJECT = StatementObject()
 _EMPTY_DEFINITION = Definition()
 _EMPTY_RESULT = Result()
@@ -461,7 +462,8 @@ class Normaliser:
         # -- verb
         (v_id, v_display) = _fields(_or(verb, _EMPTY_VERB)) or ([()] * 2)
         cols["verb_id"] = verb_id = _arr(v_id)
-        cols["verb_display"] = _arr([_display(d) for d in v_display])
+        cols["verb_display"] = pc.coalesce(*[_arr(c) for c in _fields(
+            _or(v_display, _EMPTY_DISPLAY))]) if n else pa.nulls(0, _STR)
         # -- object
         (o_type, o_id, o_def, _o_name, o_mbox, o_sha1, o_openid, o_acc) = _fields(
             _or(obj, _EMPTY_OBJECT)) or ([()] * 8)
@@ -480,8 +482,8 @@ class Normaliser:
                                        pc.equal(otype, "StatementRef")), False)
         cols["voided_statement_id"] = pc.if_else(voiding, object_id, pa.scalar(None, _STR))
         # -- result
-        (r_score, r_success, r_completion, r_duration, r_ext) = _fields(
-            _or(result, _EMPTY_RESULT)) or ([()] * 5)
+        (r_score, r_success, r_completion, r_duration) = _fields(
+            _or(result, _EMPTY_RESULT)) or ([()] * 4)
         (sc_scaled, sc_raw, sc_min, sc_max) = _fields(_or(r_score, _EMPTY_SCORE)) or ([()] * 4)
         f64 = pa.float64()
         cols["result_score_scaled"] = _arr(sc_scaled, f64)
@@ -492,7 +494,6 @@ class Normaliser:
         cols["result_completion"] = _arr(r_completion, pa.bool_())
         cols["result_duration"] = dur = _arr(r_duration)
         cols["result_duration_seconds"] = durations_seconds(dur)
-        cols["result_extensions"] = _raw_text(r_ext)
         # -- context
         (c_reg, c_instr, c_ca, c_platform, c_lang, c_stmt, c_ext) = _fields(
             _or(context, _EMPTY_CONTEXT)) or ([()] * 7)
@@ -515,7 +516,7 @@ class Normaliser:
         cols["timestamp"] = ts
         cols["stored"] = st
         key = pc.coalesce(st, ts)
-        cols["date"] = pc.strftime(key, format="%Y-%m-%d")
+        cols["date"] = pc.cast(pc.cast(key, pa.date32()), _STR)
         cols["raw_sha256"] = pa.array(digests, _STR)
         cols["run_id"] = pa.repeat(pa.scalar(self.run_id, _STR), n)
         cols["fetched_at"] = pa.array(self._fetched[lo:hi], pa.int64()).cast(_TS_US)
