@@ -441,10 +441,3 @@ def _run(
     if progress:
         progress(report)
     return ct
-
-
-def ingest_all(settings: Settings, names: list[str] | None = None, **kw: Any) -> list[IngestReport]:
-    """Every enabled source (or those named), one after the other."""
-    chosen = [s for s in settings.sources if (names and s.name in names) or
-              (not names and s.enabled)]
-    return [ingest_source(settings, s.name, **kw) for s in chosen]

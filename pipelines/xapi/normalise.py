@@ -373,10 +373,6 @@ class Normaliser:
         self._pos: list[int] = []
         self._fetched: list[int] = []
 
-    @property
-    def rows(self) -> int:
-        return len(self._st)
-
     def add_page(self, statements: Sequence[bytes], ref: str, fetched_at: datetime,
                  positions: Sequence[int] | None = None) -> dict[int, Rejection]:
         """Decode a page's statements; returns the rejected ones by their index in the page."""
