@@ -74,7 +74,7 @@ def test_normalise_fields_follow_contract() -> None:
 def test_normalise_string_boolean_is_rejected_with_path() -> None:
     norm = n.Normaliser("s", "r")
     rej = norm.add_page([stmt(), stmt(result={"success": "false"})], "ref", NOW)[1]
-    assert rej.reason == n.WRONG_TYPE and norm.rows == 1
+    assert rej.reason == n.WRONG_TYPE and norm.take()[0].num_rows == 1
     assert "$.result.success" in rej.detail
     assert rej.statement_id == "9dc99b37-e920-4a68-a066-917faca28949"
 
