@@ -262,26 +262,25 @@ def _watch_parent(parent: int) -> None:
 
 
 class _Workers:
-    """Worker processes for batches and partition merges, started at the second batch.
+    """Worker processes for batches and partition merges, started with the first full batch.
 
     Normalising is pure-Python CPU work: with workers it spreads over the cores, and the main
     process only reads pages and hands them over. The workers come from a fork server, never
-    from a fork of this (threaded) process. A run of one batch never pays for starting them.
+    from a fork of this (threaded) process. A run smaller than a batch never pays for them.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool: Any = None
         self.inline = _Inline()
-        self.calls = 0
 
     @property
     def depth(self) -> int:
         return self.workers if self.pool is not None else 0
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
-        self.calls += 1
-        if self.pool is None and self.workers > 1 and self.calls >= 2:
+    def start(self) -> None:
+        """Start the pool (when there will be more than one batch)."""
+        if self.pool is None and self.workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
@@ -289,6 +288,8 @@ class _Workers:
             ctx.set_forkserver_preload(["pipelines.ingest"])
             self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                             initializer=_watch_parent, initargs=(os.getpid(),))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         if self.pool is None:
             return self.inline.submit(fn, *args)
         fut: Future[Any] = self.pool.submit(fn, *args)
@@ -406,7 +407,7 @@ def _run(
             crashpoint("flush")
 
     try:
-        for page in prefetch(src.pages(window)):
+        for page in prefetch(src.pages(window), depth=8):
             batch.add(page)
             if page.consistent_through is not None:
                 ct = page.consistent_through if ct is None else min(ct, page.consistent_through)
@@ -414,6 +415,7 @@ def _run(
             report.requests = src.stats.requests
             report.retries = src.stats.retries
             if batch.statements >= settings.batch_statements:
+                workers.start()  # a full batch: more are likely to follow
                 hand_over(batch)
                 batch = _Batch()
                 collect(keep=workers.depth)
