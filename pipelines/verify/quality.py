@@ -35,7 +35,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +64,9 @@ __all__ = [
     "save_results",
 ]
 
-DEFAULT_SUITE_PATH = Path(__file__).resolve().parents[2] / "expectations" / "verified_footprint.json"
+DEFAULT_SUITE_PATH = (
+    Path(__file__).resolve().parents[2] / "expectations" / "verified_footprint.json"
+)
 SEVERITIES = ("critical", "warning")
 LANGUAGES = ("", "_kk", "_ru")  # meta.description, meta.description_kk, meta.description_ru
 CONTRACT = ("verified-footprint", 1)
@@ -144,8 +146,9 @@ def _check_meta(meta: Any, where: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise SuiteError(f"{where}: meta must be an object")
     if meta.get("severity") not in SEVERITIES:
-        raise SuiteError(f"{where}: meta.severity must be one of {SEVERITIES}, got "
-                         f"{meta.get('severity')!r}")
+        raise SuiteError(
+            f"{where}: meta.severity must be one of {SEVERITIES}, got {meta.get('severity')!r}"
+        )
     for s in LANGUAGES:
         text = meta.get(f"description{s}")
         if not isinstance(text, str) or not text.strip():
@@ -191,8 +194,10 @@ def load_suite(path: str | Path | None = None) -> SuiteSpec:
             raise SuiteError(f"{where}: kwargs must be an object")
         spec = ExpectationSpec(raw["type"], dict(kwargs), _check_meta(raw.get("meta"), where))
         if spec.column is not None and spec.column not in fields_:
-            raise SuiteError(f"{where}: column {spec.column!r} is not in the "
-                             f"{CONTRACT[0]} v{CONTRACT[1]} contract")
+            raise SuiteError(
+                f"{where}: column {spec.column!r} is not in the "
+                f"{CONTRACT[0]} v{CONTRACT[1]} contract"
+            )
         if spec.label in seen:
             raise SuiteError(f"{where}: {spec.label} appears twice")
         seen.add(spec.label)
@@ -242,13 +247,17 @@ def _gx_suite(gx: Any, suite: SuiteSpec, skip: set[str] | frozenset[str] = froze
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     exps = []
     for e in suite.expectations:
         if e.label in skip:
             continue
         conf = ExpectationConfiguration(
-            type=e.type, kwargs=dict(e.kwargs), meta=dict(e.meta), severity=e.severity
+            type=e.type,
+            kwargs=dict(e.kwargs),
+            meta=dict(e.meta),
+            severity=FailureSeverity(e.severity),
         )
         try:
             exps.append(conf.to_domain_obj())
@@ -315,18 +324,24 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _summary(spec: ExpectationSpec, unexpected: int, missing: int, examples: list[Any]) -> str:
+def _summary(
+    spec: ExpectationSpec, unexpected: int, examples: list[Any], record_ids: list[str]
+) -> str:
     """What failed, in words: ``2 values do not match ^[0-9]{12}$ (e.g. "#####")``."""
     t, kw = spec.type, spec.kwargs
     if t == "expect_column_values_to_be_unique":
-        text = f"{_count(unexpected, 'row shares', 'rows share')} its value with another row"
+        text = f"{_count(unexpected, 'row carries', 'rows carry')} a duplicate value"
     elif t == "expect_column_values_to_not_be_null":
         text = _count(unexpected, "value is", "values are") + " missing (null)"
+        shown = [f"record_id {_show(r)}" for r in record_ids[:EXAMPLES_IN_MESSAGE]]
+        return text + (f" (e.g. {', '.join(shown)})" if shown else "")
     elif t == "expect_column_values_to_match_regex":
         text = f"{_count(unexpected, 'value does', 'values do')} not match {kw.get('regex')}"
     elif t == "expect_column_values_to_be_between":
-        text = (f"{_count(unexpected, 'value is', 'values are')} outside "
-                f"[{_show(kw.get('min_value'))}, {_show(kw.get('max_value'))}]")
+        text = (
+            f"{_count(unexpected, 'value is', 'values are')} outside "
+            f"[{_show(kw.get('min_value'))}, {_show(kw.get('max_value'))}]"
+        )
     elif t == "expect_column_values_to_be_in_set":
         text = f"{_count(unexpected, 'value is', 'values are')} not in the allowed set"
     else:
@@ -425,8 +440,10 @@ def _quarantine_entry(suite: SuiteSpec, quarantined: int, read: int) -> dict[str
     share = quarantined / read if read else 0.0
     limit = suite.max_quarantined_share
     ok = share <= limit
-    summary = (f"{quarantined} of {read} statements read were quarantined ({share:.1%}), "
-               f"{'within' if ok else 'above'} the limit of {limit:.1%}")
+    summary = (
+        f"{quarantined} of {read} statements read were quarantined ({share:.1%}), "
+        f"{'within' if ok else 'above'} the limit of {limit:.1%}"
+    )
     return {
         "id": "max_quarantined_share",
         "kind": "footprint_check",
@@ -441,22 +458,28 @@ def _quarantine_entry(suite: SuiteSpec, quarantined: int, read: int) -> dict[str
 
 def _volume_entry(suite: SuiteSpec, rows: int, previous_counts: Sequence[int]) -> dict[str, Any]:
     v = suite.volume
-    window = [int(c) for c in list(previous_counts)[-v.previous_days:]]
+    window = [int(c) for c in list(previous_counts)[-v.previous_days :]]
     median = float(statistics.median(window)) if window else None
     entry: dict[str, Any] = {
         "id": "volume",
         "kind": "footprint_check",
         "severity": v.meta["severity"],
-        "config": {"min_ratio": v.min_ratio, "max_ratio": v.max_ratio,
-                   "previous_days": v.previous_days, "min_days": v.min_days},
+        "config": {
+            "min_ratio": v.min_ratio,
+            "max_ratio": v.max_ratio,
+            "previous_days": v.previous_days,
+            "min_days": v.min_days,
+        },
         **{f"description{s}": v.meta[f"description{s}"] for s in LANGUAGES},
     }
     observed: dict[str, Any] = {"rows": rows, "previous_counts": window, "median": median}
     if len(window) < v.min_days or not median:
-        why = (f"only {len(window)} previous counts (needs {v.min_days})"
-               if len(window) < v.min_days else "the median of the previous counts is 0")
-        entry.update(success=True, skipped=True, observed=observed,
-                     summary=f"skipped: {why}")
+        why = (
+            f"only {len(window)} previous counts (needs {v.min_days})"
+            if len(window) < v.min_days
+            else "the median of the previous counts is 0"
+        )
+        entry.update(success=True, skipped=True, observed=observed, summary=f"skipped: {why}")
         return entry
     ratio = rows / median
     ok = v.min_ratio <= ratio <= v.max_ratio
@@ -465,9 +488,11 @@ def _volume_entry(suite: SuiteSpec, rows: int, previous_counts: Sequence[int]) -
         success=ok,
         skipped=False,
         observed=observed,
-        summary=(f"{rows} rows is {ratio:.2f} x the median {median:g} of the previous "
-                 f"{len(window)} counts, {'within' if ok else 'outside'} "
-                 f"[{v.min_ratio:g}, {v.max_ratio:g}]"),
+        summary=(
+            f"{rows} rows is {ratio:.2f} x the median {median:g} of the previous "
+            f"{len(window)} counts, {'within' if ok else 'outside'} "
+            f"[{v.min_ratio:g}, {v.max_ratio:g}]"
+        ),
     )
     return entry
 
@@ -491,6 +516,8 @@ def _mask_gx_result(res: Any, masked: frozenset[str]) -> None:
                 r.result[key] = [
                     {**d, "value": mask_value(_plain(d.get("value")))} for d in r.result[key]
                 ]
+        if "observed_value" in r.result:
+            r.result["observed_value"] = mask_value(_plain(r.result["observed_value"]))
         for key in ("unexpected_index_query", "unexpected_index_list"):
             r.result.pop(key, None)
 
@@ -537,11 +564,17 @@ def check_batch(
     masked = _masked_columns()
     checked_at = datetime.now(UTC)
 
-    missing = {e.label for e in suite.expectations
-               if e.column is not None and e.column not in table.column_names}
+    missing = {
+        e.label
+        for e in suite.expectations
+        if e.column is not None and e.column not in table.column_names
+    }
     df = _to_pandas(table, suite.columns)
-    unusable = {e.label for e in suite.expectations
-                if e.column is not None and e.column not in df.columns and e.label not in missing}
+    unusable = {
+        e.label
+        for e in suite.expectations
+        if e.column is not None and e.column not in df.columns and e.label not in missing
+    }
 
     by_label: dict[str, Any] = {}
     gx_res = None
@@ -566,18 +599,31 @@ def check_batch(
             **e.descriptions(),
         }
         if e.label in missing or e.label in unusable:
-            why = ("is missing from the batch" if e.label in missing
-                   else "has a nested type the checks cannot read")
-            entry.update(success=False, element_count=table.num_rows, unexpected_count=None,
-                         examples=[], example_record_ids=[],
-                         exception=f"column {e.column!r} {why}",
-                         summary=f"could not be evaluated: column {e.column!r} {why}")
+            why = (
+                "is missing from the batch"
+                if e.label in missing
+                else "has a nested type the checks cannot read"
+            )
+            entry.update(
+                success=False,
+                element_count=table.num_rows,
+                unexpected_count=None,
+                unexpected_values=[],
+                unexpected_record_ids=[],
+                exception=f"column {e.column!r} {why}",
+                summary=f"could not be evaluated: column {e.column!r} {why}",
+            )
             entries.append(entry)
             continue
         r = by_label.get(e.label)
         if r is None:  # cannot happen unless Great Expectations drops a result
-            entry.update(success=False, summary="no result from Great Expectations",
-                         examples=[], example_record_ids=[], exception="no result")
+            entry.update(
+                success=False,
+                summary="no result from Great Expectations",
+                unexpected_values=[],
+                unexpected_record_ids=[],
+                exception="no result",
+            )
             entries.append(entry)
             continue
         res = r.result or {}
@@ -586,11 +632,18 @@ def check_batch(
         counts = res.get("partial_unexpected_counts") or []
         examples = [_plain(d.get("value")) for d in counts][:EXAMPLES_IN_RESULTS]
         if not counts:
-            examples = list(dict.fromkeys(
-                _plain(v) for v in res.get("partial_unexpected_list") or []
-            ))[:EXAMPLES_IN_RESULTS]
+            examples = list(
+                dict.fromkeys(_plain(v) for v in res.get("partial_unexpected_list") or [])
+            )[:EXAMPLES_IN_RESULTS]
         if e.column in masked:
             examples = [mask_value(v) for v in examples]
+        if e.type == "expect_column_values_to_not_be_null":
+            examples = []  # all null: the record ids say which rows
+        record_ids = (
+            []
+            if e.column == "record_id"
+            else _record_ids(df, res.get("partial_unexpected_index_list"))
+        )
         unexpected = int(res.get("unexpected_count") or 0)
         entry.update(
             success=bool(r.success),
@@ -598,18 +651,14 @@ def check_batch(
             unexpected_count=res.get("unexpected_count"),
             unexpected_percent=_plain(res.get("unexpected_percent")),
             missing_count=res.get("missing_count"),
-            examples=examples,
-            example_record_ids=(
-                [] if e.column == "record_id"
-                else _record_ids(df, res.get("partial_unexpected_index_list"))
-            ),
+            unexpected_values=examples,
+            unexpected_record_ids=record_ids,
             exception=exc.get("exception_message") if raised else None,
         )
         if raised:
             entry["summary"] = f"could not be evaluated: {exc.get('exception_message')}"
         elif not r.success:
-            entry["summary"] = _summary(e, unexpected, int(res.get("missing_count") or 0),
-                                        examples)
+            entry["summary"] = _summary(e, unexpected, examples, record_ids)
         else:
             entry["summary"] = "ok"
         entries.append(entry)
@@ -617,8 +666,7 @@ def check_batch(
     entries.append(_quarantine_entry(suite, quarantined, read))
     entries.append(_volume_entry(suite, table.num_rows, previous_counts))
 
-    failed_critical = [e["id"] for e in entries
-                       if not e["success"] and e["severity"] == "critical"]
+    failed_critical = [e["id"] for e in entries if not e["success"] and e["severity"] == "critical"]
     failed_warning = [e["id"] for e in entries if not e["success"] and e["severity"] == "warning"]
     passed = not failed_critical
     results: dict[str, Any] = {
@@ -883,7 +931,7 @@ def build_data_docs(
     if sites != {SITE_NAME: wanted}:
         for name in sites:
             ctx.delete_data_docs_site(name)
-        ctx.add_data_docs_site(SITE_NAME, wanted)  # type: ignore[arg-type]
+        ctx.add_data_docs_site(SITE_NAME, wanted)
 
     gx_suite = ctx.suites.add_or_update(_gx_suite(gx, suite))
     suite_id = ExpectationSuiteIdentifier(name=gx_suite.name)
@@ -915,7 +963,7 @@ def build_data_docs(
 
 def _runs(site: Path, quality: Path) -> list[dict[str, Any]]:
     """Validation pages ``validations/<suite>/<run>/<time>/<batch>.html`` with their verdicts."""
-    out = []
+    out: list[dict[str, Any]] = []
     base = site / "validations"
     for page in sorted(base.rglob("*.html")) if base.exists() else []:
         parts = page.relative_to(base).parts
@@ -929,10 +977,19 @@ def _runs(site: Path, quality: Path) -> list[dict[str, Any]]:
                 verdict = json.loads(qfile.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 verdict = {}
-        out.append({"run": run, "when": when, "href": page.relative_to(site).as_posix(),
-                     "verdict": verdict})
+        out.append(
+            {
+                "run": run,
+                "when": when,
+                "href": page.relative_to(site).as_posix(),
+                "verdict": verdict,
+            }
+        )
     out.sort(key=lambda r: r["when"], reverse=True)
     return out
+
+
+_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'"
 
 
 def _index_page(site: Path, quality: Path, suite: SuiteSpec) -> str:
@@ -954,26 +1011,28 @@ def _index_page(site: Path, quality: Path, suite: SuiteSpec) -> str:
             when = "{}-{}-{} {}:{}:{} UTC".format(*m.groups())
         href = urllib.parse.quote(r["href"])
         rows.append(
-            f"<tr><td>{e(when)}</td><td><a href=\"{e(href)}\">{e(r['run'])}</a></td>"
+            f'<tr><td>{e(when)}</td><td><a href="{e(href)}">{e(r["run"])}</a></td>'
             f"<td>{status}</td><td>{e(v.get('message', ''))}</td></tr>"
         )
     exp_rows = []
     for x in suite.expectations:
         sev = "fp-fail" if x.severity == "critical" else "fp-warn"
         exp_rows.append(
-            f"<tr><td><code>{e(x.label)}</code></td><td class=\"{sev}\">{e(x.severity)}</td>"
-            f"<td lang=\"kk\">{e(x.meta['description_kk'])}</td>"
-            f"<td lang=\"ru\">{e(x.meta['description_ru'])}</td>"
-            f"<td lang=\"en\">{e(x.meta['description'])}</td></tr>"
+            f'<tr><td><code>{e(x.label)}</code></td><td class="{sev}">{e(x.severity)}</td>'
+            f'<td lang="kk">{e(x.meta["description_kk"])}</td>'
+            f'<td lang="ru">{e(x.meta["description_ru"])}</td>'
+            f'<td lang="en">{e(x.meta["description"])}</td></tr>'
         )
-    for cid, meta in (("max_quarantined_share", suite.quarantine_meta),
-                      ("volume", suite.volume.meta)):
+    for cid, meta in (
+        ("max_quarantined_share", suite.quarantine_meta),
+        ("volume", suite.volume.meta),
+    ):
         sev = "fp-fail" if meta["severity"] == "critical" else "fp-warn"
         exp_rows.append(
-            f"<tr><td><code>{cid}</code></td><td class=\"{sev}\">{e(meta['severity'])}</td>"
-            f"<td lang=\"kk\">{e(meta['description_kk'])}</td>"
-            f"<td lang=\"ru\">{e(meta['description_ru'])}</td>"
-            f"<td lang=\"en\">{e(meta['description'])}</td></tr>"
+            f'<tr><td><code>{cid}</code></td><td class="{sev}">{e(meta["severity"])}</td>'
+            f'<td lang="kk">{e(meta["description_kk"])}</td>'
+            f'<td lang="ru">{e(meta["description_ru"])}</td>'
+            f'<td lang="en">{e(meta["description"])}</td></tr>'
         )
     suite_page = f"expectations/{urllib.parse.quote(suite.name)}.html"
     no_runs = '<tr><td colspan="4">—</td></tr>'
@@ -982,7 +1041,7 @@ def _index_page(site: Path, quality: Path, suite: SuiteSpec) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <title>Цифрлық із сапасы / Качество цифрового следа / Footprint quality</title>
 <style>{_FALLBACK_CSS}
 body{{padding:16px 24px}} td,th{{font-size:14px}}
@@ -990,19 +1049,19 @@ body{{padding:16px 24px}} td,th{{font-size:14px}}
 </head>
 <body>
 <h1>Цифрлық із сапасы · Качество цифрового следа · Footprint quality</h1>
-<p>{e(suite.meta.get('description_kk', ''))}<br>{e(suite.meta.get('description_ru', ''))}<br>
-{e(suite.meta.get('description', ''))}</p>
+<p>{e(suite.meta.get("description_kk", ""))}<br>{e(suite.meta.get("description_ru", ""))}<br>
+{e(suite.meta.get("description", ""))}</p>
 <h2>Тексерулер · Запуски · Runs</h2>
 <table class="table table-bordered">
 <tr><th>Уақыты · Время · Time</th><th>Run</th><th>Нәтиже · Результат · Result</th><th></th></tr>
-{''.join(rows) or no_runs}
+{"".join(rows) or no_runs}
 </table>
 <h2>Күтулер · Ожидания · Expectations</h2>
 <p><a href="{e(suite_page)}">{e(suite.name)}</a> (Great Expectations) ·
-generated {e(date.today().isoformat())}</p>
+built {e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))}</p>
 <table class="table table-bordered">
 <tr><th>Check</th><th>Severity</th><th>Қазақша</th><th>Русский</th><th>English</th></tr>
-{''.join(exp_rows)}
+{"".join(exp_rows)}
 </table>
 </body>
 </html>
