@@ -410,8 +410,13 @@ def _lists(masks: np.ndarray, codes: tuple[str, ...]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _sub(arr: pa.Array, mask: np.ndarray) -> pa.Array:
-    return arr.filter(pa.array(mask))
+def _rows(mask: np.ndarray) -> pa.Array:
+    """The positions where ``mask`` is true (``take`` with them beats ``filter``)."""
+    return pa.array(np.flatnonzero(mask))
+
+
+def _sub(arr: pa.Array | pa.ChunkedArray, rows: pa.Array) -> pa.Array:
+    return _arr(arr.take(rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,10 +428,31 @@ def classify(
     object_definition_type: pa.Array,
     object_id: pa.Array,
     context_platform: pa.Array,
-    context_extensions: pa.Array,
+    context_extensions: pa.Array | pa.ChunkedArray,
     catalogue_format: pa.Array,
 ) -> tuple[pa.Array, pa.Array]:
     """(learning_format, learning_mode) per row, by the rules in the module docstring."""
+    sync, online = _classify(
+        verb_id,
+        object_definition_type,
+        object_id,
+        context_platform,
+        catalogue_format,
+        lambda rows: _matches(_arr(context_extensions.take(rows)), LIVE_EXTENSION_RE),
+    )
+    return _labels(sync, online)
+
+
+def _classify(
+    verb_id: pa.Array,
+    object_definition_type: pa.Array,
+    object_id: pa.Array,
+    context_platform: pa.Array,
+    catalogue_format: pa.Array,
+    live_extension: Callable[[pa.Array], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(synchronous, online) masks; ``live_extension(rows)`` matches the context extensions of
+    those rows only (the JSON text is the largest column: it is read where rule 5 needs it)."""
     sync = (
         _np(pc.is_in(verb_id, value_set=pa.array(SYNCHRONOUS_VERBS)))
         | _np(pc.is_in(object_definition_type, value_set=pa.array(SYNCHRONOUS_TYPES)))
@@ -434,9 +460,13 @@ def classify(
         | _matches(context_platform, LIVE_PLATFORM_RE)
     )
     sync_discipline = _np(pc.equal(catalogue_format, SYNCHRONOUS))
-    if sync_discipline.any():
-        sync |= sync_discipline & _matches(context_extensions, LIVE_EXTENSION_RE)
-    online = sync | sync_discipline
+    need = sync_discipline & ~sync
+    if need.any():
+        sync[need] = live_extension(_rows(need))
+    return sync, sync | sync_discipline
+
+
+def _labels(sync: np.ndarray, online: np.ndarray) -> tuple[pa.Array, pa.Array]:
     fmt = pc.if_else(pa.array(sync), pa.scalar(SYNCHRONOUS), pa.scalar(ASYNCHRONOUS))
     mode = pc.if_else(pa.array(online), pa.scalar(ONLINE), pa.scalar(DISTANCE))
     return fmt, mode
@@ -461,12 +491,12 @@ def _roster_keys(roster: Roster) -> tuple[pa.Table, pa.Array, pa.Array, pa.Array
     )
 
 
-def _resolve_students(cols: Callable[[str], pa.Array], roster: Roster) -> tuple[pa.Table,
-                                                                             pa.Array]:
+def _resolve_students(cols: Callable[[str], pa.Array], roster: Roster) -> tuple[pa.Table, pa.Array]:
     t, accounts, emails, sha1s = _roster_keys(roster)
     mbox = pc.utf8_trim_whitespace(cols("actor_mbox"))
-    mbox = pc.utf8_lower(pc.utf8_trim_whitespace(pc.replace_substring_regex(
-        mbox, r"(?i)^mailto:", "")))
+    mbox = pc.utf8_lower(
+        pc.utf8_trim_whitespace(pc.replace_substring_regex(mbox, r"(?i)^mailto:", ""))
+    )
     sha = pc.utf8_lower(pc.utf8_trim_whitespace(cols("actor_mbox_sha1sum")))
     idx = pc.coalesce(
         pc.index_in(cols("actor_account_name"), value_set=accounts, skip_nulls=True),
@@ -509,9 +539,7 @@ def _duplicates(
     return dup, conflict
 
 
-def _validate(
-    shas: list[str], raws: RawStatements, version: str
-) -> dict[str, list[Problem]]:
+def _validate(shas: list[str], raws: RawStatements, version: str) -> dict[str, list[Problem]]:
     """Problems by raw_sha256, for the bodies that have any."""
     out: dict[str, list[Problem]] = {}
     missing: list[str] = []
@@ -532,7 +560,11 @@ def _validate(
 
 
 def _cmi5_warnings(
-    reg: pa.Array, obj: pa.Array, verb: pa.Array, ts: pa.Array, stored: pa.Array,
+    reg: pa.Array,
+    obj: pa.Array,
+    verb: pa.Array,
+    ts: pa.Array,
+    stored: pa.Array,
     categories: pa.Array,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(reg)
@@ -551,8 +583,9 @@ def _cmi5_warnings(
     verbs = pc.take(verb, sel).to_pylist()
     tss = pc.take(pc.cast(ts, pa.int64()), sel).to_pylist()
     sts = pc.take(pc.cast(pc.coalesce(stored, ts), pa.int64()), sel).to_pylist()
-    order = sorted(range(len(rows)), key=lambda i: (regs[i], objs[i] or "", tss[i], sts[i],
-                                                     rows[i]))
+    order = sorted(
+        range(len(rows)), key=lambda i: (regs[i], objs[i] or "", tss[i], sts[i], rows[i])
+    )
     prev: tuple[str, str] | None = None
     done = passed = False
     for i in order:
@@ -627,7 +660,7 @@ def verify(
     # -- duplicates, voids, xAPI validity
     dup, conflict = _duplicates(key, sha, stored)
     live = ~dup
-    shas_live = pc.unique(_sub(sha, live)).to_pylist()
+    shas_live = pc.unique(sha).to_pylist()  # an exact duplicate has its kept row's sha
     problems = _validate(shas_live, raws, xapi_version)
     bad_shas = [s for s, ps in problems.items() if any(p.code not in _SCORE_CODES for p in ps)]
     score_shas = [s for s, ps in problems.items() if any(p.code in _SCORE_CODES for p in ps)]
@@ -651,10 +684,12 @@ def verify(
     cat_table = catalogue.to_arrow()
     cat_t = {c: _arr(cat_table[c]) for c in cat_table.column_names}
     cat_ids = cat_t["activity_id"]
-    cat_idx = _arr(pc.coalesce(
-        pc.index_in(col("object_id"), value_set=cat_ids),
-        _first_parent_index(col("context_parent_ids"), cat_ids, n),
-    ))
+    cat_idx = _arr(
+        pc.coalesce(
+            pc.index_in(col("object_id"), value_set=cat_ids),
+            _first_parent_index(col("context_parent_ids"), cat_ids, n),
+        )
+    )
     unknown_activity = rest & _np(pc.is_null(cat_idx))
 
     # -- time
@@ -677,19 +712,23 @@ def verify(
     unmeasurable = _np(pc.is_valid(col("result_duration"))) & _np(pc.is_null(secs)) & ~xapi_bad
     implausible_duration = rest & (too_long | negative | unmeasurable)
 
-    reasons = np.column_stack(
-        [
-            xapi_bad,
-            unknown_learner,
-            inactive,
-            unknown_activity,
-            future,
-            outside,
-            implausible_score | (is_void & xapi_score),
-            implausible_duration,
-            conflicting,
-        ]
-    ) if n else np.zeros((0, len(BLOCKING)), bool)
+    reasons = (
+        np.column_stack(
+            [
+                xapi_bad,
+                unknown_learner,
+                inactive,
+                unknown_activity,
+                future,
+                outside,
+                implausible_score | (is_void & xapi_score),
+                implausible_duration,
+                conflicting,
+            ]
+        )
+        if n
+        else np.zeros((0, len(BLOCKING)), bool)
+    )
     blocked = reasons.any(axis=1)
     ok = rest & ~blocked
     quarantine_mask = live & blocked
@@ -699,10 +738,11 @@ def verify(
     q_detail: list[pa.Array] = []
     if qn:
         qm = quarantine_mask
-        qsha = _sub(sha, qm)
+        qrows = _rows(qm)
+        qsha = _sub(sha, qrows)
         detail_by_sha = {
-            s: f"{XAPI_INVALID}: " + ", ".join(
-                f"{p.code} at {p.path}" for p in ps if p.code not in _SCORE_CODES)
+            s: f"{XAPI_INVALID}: "
+            + ", ".join(f"{p.code} at {p.path}" for p in ps if p.code not in _SCORE_CODES)
             for s, ps in problems.items()
         }
         xapi_text = pc.take(
@@ -710,73 +750,156 @@ def verify(
             pc.index_in(qsha, value_set=pa.array(bad_shas, _STR)),
         )
         q_detail.append(_piece(xapi_bad[qm], xapi_text))
-        has_acc = _np(pc.is_valid(_sub(col("actor_account_name"), qm)))
-        has_mbox = _np(pc.is_valid(_sub(col("actor_mbox"), qm)))
-        has_sha1 = _np(pc.is_valid(_sub(col("actor_mbox_sha1sum"), qm)))
+        has_acc = _np(pc.is_valid(_sub(col("actor_account_name"), qrows)))
+        has_mbox = _np(pc.is_valid(_sub(col("actor_mbox"), qrows)))
+        has_sha1 = _np(pc.is_valid(_sub(col("actor_mbox_sha1sum"), qrows)))
         kinds = _join_pieces(
-            [_piece(has_acc, "account name"), _piece(has_mbox, "mbox"),
-             _piece(has_sha1, "mbox_sha1sum")], qn)
+            [
+                _piece(has_acc, "account name"),
+                _piece(has_mbox, "mbox"),
+                _piece(has_sha1, "mbox_sha1sum"),
+            ],
+            qn,
+        )
         learner_text = pc.if_else(
             pc.equal(kinds, ""),
             pa.scalar(f"{UNKNOWN_LEARNER}: the actor has no account name, mbox or mbox_sha1sum"),
             pc.binary_join_element_wise(
-                f"{UNKNOWN_LEARNER}: no roster student matches the actor's ", kinds, ""),
+                f"{UNKNOWN_LEARNER}: no roster student matches the actor's ", kinds, ""
+            ),
         )
         q_detail.append(_piece(unknown_learner[qm], learner_text))
-        q_detail.append(_piece(inactive[qm], pc.binary_join_element_wise(
-            f"{INACTIVE_LEARNER}: roster status is ", _sub(status, qm), "")))
-        otype = _sub(col("object_type"), qm)
+        q_detail.append(
+            _piece(
+                inactive[qm],
+                pc.binary_join_element_wise(
+                    f"{INACTIVE_LEARNER}: roster status is ", _sub(status, qrows), ""
+                ),
+            )
+        )
+        otype = _sub(col("object_type"), qrows)
         is_activity = _np(pc.or_kleene(pc.is_null(otype), pc.equal(otype, "Activity")))
         what = pc.if_else(
             pa.array(is_activity),
-            pc.binary_join_element_wise("object ", _sub(col("object_id"), qm), ""),
+            pc.coalesce(
+                pc.binary_join_element_wise("object ", _sub(col("object_id"), qrows), ""),
+                pa.scalar("an object without an id"),
+            ),
             pc.binary_join_element_wise("a ", otype, " object", ""),
         )
-        n_par = _text(pc.fill_null(pc.list_value_length(_sub(col("context_parent_ids"), qm)), 0))
-        q_detail.append(_piece(unknown_activity[qm], pc.binary_join_element_wise(
-            f"{UNKNOWN_ACTIVITY}: ", what, " and its ", n_par,
-            " context parent id(s) are not in the catalogue", "")))
-        q_ts = _sub(ts, qm)
+        n_par = _text(pc.fill_null(pc.list_value_length(_sub(col("context_parent_ids"), qrows)), 0))
+        q_detail.append(
+            _piece(
+                unknown_activity[qm],
+                pc.binary_join_element_wise(
+                    f"{UNKNOWN_ACTIVITY}: ",
+                    what,
+                    " and its ",
+                    n_par,
+                    " context parent id(s) are not in the catalogue",
+                    "",
+                ),
+            )
+        )
+        q_ts = _sub(ts, qrows)
         ts_text = pc.strftime(q_ts, format="%Y-%m-%dT%H:%M:%SZ")
-        q_detail.append(_piece(future[qm], pc.binary_join_element_wise(
-            f"{FUTURE_TIMESTAMP}: timestamp ", ts_text, " is more than 5 min after now ",
-            now.isoformat().replace("+00:00", "Z"), "")))
-        disc = pc.take(cat_t["discipline_code"], _sub(cat_idx, qm))
-        q_detail.append(_piece(outside[qm], pc.binary_join_element_wise(
-            f"{OUTSIDE_PERIOD}: local date ", _text(_sub(local_day, qm)), " is outside ",
-            _text(_sub(p_start, qm)), "..", _text(_sub(p_end, qm)), " of discipline ",
-            disc, "")))
-        q_scaled, q_raw = _text(_sub(scaled, qm)), _text(_sub(raw_score, qm))
-        q_lo, q_hi = _text(_sub(lo, qm)), _text(_sub(hi, qm))
-        score_text = _join_pieces([
-            _piece(bad_scaled[qm], pc.binary_join_element_wise(
-                "scaled ", q_scaled, " outside [-1, 1]", "")),
-            _piece(bad_range[qm], pc.binary_join_element_wise(
-                "max ", q_hi, " <= min ", q_lo, "")),
-            _piece(raw_out[qm], pc.binary_join_element_wise(
-                "raw ", q_raw, " outside [", q_lo, ", ", q_hi, "]", "")),
-        ], qn)
-        q_detail.append(_piece(
-            (implausible_score | (is_void & xapi_score))[qm],
-            pc.binary_join_element_wise(f"{IMPLAUSIBLE_SCORE}: ", pc.if_else(
-                pc.equal(score_text, ""), pa.scalar("score fails xAPI score rules"), score_text),
-                "")))
-        q_dur = _sub(col("result_duration"), qm)
-        q_secs = _text(_sub(secs, qm))
+        q_detail.append(
+            _piece(
+                future[qm],
+                pc.binary_join_element_wise(
+                    f"{FUTURE_TIMESTAMP}: timestamp ",
+                    ts_text,
+                    " is more than 5 min after now ",
+                    now.isoformat().replace("+00:00", "Z"),
+                    "",
+                ),
+            )
+        )
+        disc = pc.take(cat_t["discipline_code"], _sub(cat_idx, qrows))
+        q_detail.append(
+            _piece(
+                outside[qm],
+                pc.binary_join_element_wise(
+                    f"{OUTSIDE_PERIOD}: local date ",
+                    _text(_sub(local_day, qrows)),
+                    " is outside ",
+                    _text(_sub(p_start, qrows)),
+                    "..",
+                    _text(_sub(p_end, qrows)),
+                    " of discipline ",
+                    disc,
+                    "",
+                ),
+            )
+        )
+        q_scaled, q_raw = _text(_sub(scaled, qrows)), _text(_sub(raw_score, qrows))
+        q_lo, q_hi = _text(_sub(lo, qrows)), _text(_sub(hi, qrows))
+        score_text = _join_pieces(
+            [
+                _piece(
+                    bad_scaled[qm],
+                    pc.binary_join_element_wise("scaled ", q_scaled, " outside [-1, 1]", ""),
+                ),
+                _piece(
+                    bad_range[qm], pc.binary_join_element_wise("max ", q_hi, " <= min ", q_lo, "")
+                ),
+                _piece(
+                    raw_out[qm],
+                    pc.binary_join_element_wise(
+                        "raw ", q_raw, " outside [", q_lo, ", ", q_hi, "]", ""
+                    ),
+                ),
+            ],
+            qn,
+        )
+        q_detail.append(
+            _piece(
+                (implausible_score | (is_void & xapi_score))[qm],
+                pc.binary_join_element_wise(
+                    f"{IMPLAUSIBLE_SCORE}: ",
+                    pc.if_else(
+                        pc.equal(score_text, ""),
+                        pa.scalar("score fails xAPI score rules"),
+                        score_text,
+                    ),
+                    "",
+                ),
+            )
+        )
+        q_dur = _sub(col("result_duration"), qrows)
+        q_secs = _text(_sub(secs, qrows))
         dur_text = pc.if_else(
             pa.array(unmeasurable[qm]),
             pc.binary_join_element_wise(
-                q_dur, " cannot be measured in seconds (years or months)", ""),
+                q_dur, " cannot be measured in seconds (years or months)", ""
+            ),
             pc.binary_join_element_wise(
-                q_dur, " is ", q_secs, " s, not within 0..86400 s (24 h)", ""),
+                q_dur, " is ", q_secs, " s, not within 0..86400 s (24 h)", ""
+            ),
         )
-        q_detail.append(_piece(implausible_duration[qm], pc.binary_join_element_wise(
-            f"{IMPLAUSIBLE_DURATION}: ", dur_text, "")))
+        q_detail.append(
+            _piece(
+                implausible_duration[qm],
+                pc.binary_join_element_wise(f"{IMPLAUSIBLE_DURATION}: ", dur_text, ""),
+            )
+        )
         q_rows = np.nonzero(qm)[0]
         first_body = [conflict.get(int(r)) for r in q_rows]
-        q_detail.append(_piece(conflicting[qm], pa.array(
-            [None if s is None else f"{CONFLICTING_DUPLICATE}: this id was first seen with "
-             f"another body (raw_sha256 {s}), which is kept" for s in first_body], _STR)))
+        q_detail.append(
+            _piece(
+                conflicting[qm],
+                pa.array(
+                    [
+                        None
+                        if s is None
+                        else f"{CONFLICTING_DUPLICATE}: this id was first seen with "
+                        f"another body (raw_sha256 {s}), which is kept"
+                        for s in first_body
+                    ],
+                    _STR,
+                ),
+            )
+        )
         raw_text = []
         for s in qsha.to_pylist():
             b = raws.get(s)
@@ -784,8 +907,8 @@ def verify(
             raw_text.append(bytes(b).decode("utf-8", "replace"))
         quarantined = pa.Table.from_arrays(
             [
-                _sub(sid, qm),
-                _sub(src, qm),
+                _sub(sid, qrows),
+                _sub(src, qrows),
                 pa.array(raw_text, _STR),
                 _lists(reasons[qm], BLOCKING),
                 _join_pieces(q_detail, qn),
@@ -799,38 +922,48 @@ def verify(
         quarantined = _QUARANTINE.arrow_schema().empty_table()
 
     # -- voiding statements
+    void_rows = _rows(void_ok)
     voiding = pa.Table.from_arrays(
         [
-            _sub(sid, void_ok),
-            _sub(src, void_ok),
-            pc.utf8_lower(_sub(col("voided_statement_id"), void_ok)),
-            _sub(col("timestamp"), void_ok),
-            _sub(stored, void_ok),
-            _sub(sha, void_ok),
+            _sub(sid, void_rows),
+            _sub(src, void_rows),
+            pc.utf8_lower(_sub(col("voided_statement_id"), void_rows)),
+            _sub(col("timestamp"), void_rows),
+            _sub(stored, void_rows),
+            _sub(sha, void_rows),
         ],
         schema=VOIDING_SCHEMA,
     )
 
     # -- verified
     vm = ok
+    vrows = _rows(vm)
     vn = int(vm.sum())
-    v_idx = _sub(st_idx, vm)
-    c_idx = _sub(cat_idx, vm)
-    v_src, v_sid, v_ts, v_stored = _sub(src, vm), _sub(sid, vm), _sub(ts, vm), _sub(stored, vm)
-    v_verb, v_obj = _sub(col("verb_id"), vm), _sub(col("object_id"), vm)
+    v_idx = _sub(st_idx, vrows)
+    c_idx = _sub(cat_idx, vrows)
+    v_src, v_sid = _sub(src, vrows), _sub(sid, vrows)
+    v_ts, v_stored = _sub(ts, vrows), _sub(stored, vrows)
+    v_verb, v_obj = _sub(col("verb_id"), vrows), _sub(col("object_id"), vrows)
     matched = pc.take(cat_ids, c_idx)
-    v_reg = _sub(col("context_registration"), vm)
-    cat_format = pc.take(cat_t["format"], c_idx)
-    learning_format, learning_mode = classify(
-        v_verb,
-        _sub(col("object_definition_type"), vm),
-        v_obj,
-        _sub(col("context_platform"), vm),
-        _sub(col("context_extensions"), vm),
-        cat_format,
+    v_type = _sub(col("object_type"), vrows)
+    v_is_activity = pc.and_kleene(
+        pc.is_valid(v_obj), pc.or_kleene(pc.is_null(v_type), pc.equal(v_type, "Activity"))
     )
-    v_scaled, v_raw = _sub(scaled, vm), _sub(raw_score, vm)
-    v_lo, v_hi = _sub(lo, vm), _sub(hi, vm)
+    v_reg = _sub(col("context_registration"), vrows)
+    cat_format = pc.take(cat_t["format"], c_idx)
+    extensions = normalised["context_extensions"]
+    learning_format, learning_mode = _labels(
+        *_classify(
+            v_verb,
+            _sub(col("object_definition_type"), vrows),
+            v_obj,
+            _sub(col("context_platform"), vrows),
+            cat_format,
+            lambda rows: _matches(_sub(extensions, _arr(vrows.take(rows))), LIVE_EXTENSION_RE),
+        )
+    )
+    v_scaled, v_raw = _sub(scaled, vrows), _sub(raw_score, vrows)
+    v_lo, v_hi = _sub(lo, vrows), _sub(hi, vrows)
     from_raw = pc.if_else(
         pc.greater(v_hi, v_lo),
         pc.multiply(pc.divide(pc.subtract(v_raw, v_lo), pc.subtract(v_hi, v_lo)), 100.0),
@@ -838,7 +971,8 @@ def verify(
     )
     percent = pc.coalesce(pc.multiply(v_scaled, 100.0), from_raw)
     c2, p2, fap = _cmi5_warnings(
-        v_reg, v_obj, v_verb, v_ts, v_stored, _sub(col("context_category_ids"), vm))
+        v_reg, v_obj, v_verb, v_ts, v_stored, _sub(col("context_category_ids"), vrows)
+    )
     no_reg = _np(pc.is_null(v_reg))
     warn = np.column_stack([c2, p2, fap, no_reg]) if vn else np.zeros((0, 4), bool)
     warnings = {code: int(warn[:, i].sum()) for i, code in enumerate(_ROW_WARNINGS)}
@@ -846,19 +980,21 @@ def verify(
         "record_id": record_ids(v_src, v_sid) if vn else pa.array([], _STR),
         "statement_id": v_sid,
         "source": v_src,
-        "date": pc.strftime(v_ts, format="%Y-%m-%d"),
+        "date": _text(pc.cast(v_ts, pa.date32())),  # UTC date
         "iin": pc.take(roster_t["iin"], v_idx),
         "student_id": pc.take(roster_t["student_id"], v_idx),
         "programme_code": pc.take(roster_t["programme_code"], v_idx),
         "group": pc.take(roster_t["group"], v_idx),
         "discipline_code": pc.take(cat_t["discipline_code"], c_idx),
         "credits": pc.cast(pc.take(cat_t["credits"], c_idx), pa.int64()),
-        "period_start": _text(_sub(p_start, vm)),
-        "period_end": _text(_sub(p_end, vm)),
-        "activity_id": pc.coalesce(v_obj, matched),
+        "period_start": _text(_sub(p_start, vrows)),
+        "period_end": _text(_sub(p_end, vrows)),
+        # the object when it is an Activity; an Agent/Group object id is an IFI (personal
+        # data), a StatementRef/SubStatement id no activity: the matched catalogue id then
+        "activity_id": pc.if_else(v_is_activity, v_obj, matched),
         "matched_activity_id": matched,
         "verb_id": v_verb,
-        "object_definition_type": _sub(col("object_definition_type"), vm),
+        "object_definition_type": _sub(col("object_definition_type"), vrows),
         "learning_format": learning_format,
         "learning_mode": learning_mode,
         "score_scaled": v_scaled,
@@ -866,14 +1002,14 @@ def verify(
         "score_min": v_lo,
         "score_max": v_hi,
         "score_percent": percent,
-        "success": _sub(col("result_success"), vm),
-        "completion": _sub(col("result_completion"), vm),
-        "duration_seconds": _sub(secs, vm),
+        "success": _sub(col("result_success"), vrows),
+        "completion": _sub(col("result_completion"), vrows),
+        "duration_seconds": _sub(secs, vrows),
         "registration": v_reg,
         "timestamp": v_ts,
         "stored": v_stored,
         "warnings": _lists(warn, _ROW_WARNINGS),
-        "raw_sha256": _sub(sha, vm),
+        "raw_sha256": _sub(sha, vrows),
         "run_id": pa.repeat(pa.scalar(run_id, _STR), vn),
         "verified_at": pa.repeat(pa.scalar(verified_at, _TS), vn),
     }
@@ -887,9 +1023,7 @@ def verify(
 
     duplicates = int(dup.sum())
     voids = int(void_ok.sum())
-    by_reason = {
-        code: int(reasons[quarantine_mask, i].sum()) for i, code in enumerate(BLOCKING)
-    }
+    by_reason = {code: int(reasons[quarantine_mask, i].sum()) for i, code in enumerate(BLOCKING)}
     counts: dict[str, Any] = {
         "read": n,
         "verified": vn,

@@ -101,8 +101,9 @@ def voids_from_table(table: pa.Table) -> list[Void]:
     at: list[datetime | None] = [None] * table.num_rows
     for col in ("timestamp", "stored"):  # stored wins where both are given
         if col in names:
-            at = [v if v is not None else a for v, a in zip(table[col].to_pylist(), at,
-                                                           strict=True)]
+            at = [
+                v if v is not None else a for v, a in zip(table[col].to_pylist(), at, strict=True)
+            ]
     return [Void(i, t, a) for i, t, a in zip(ids, targets, at, strict=True) if t is not None]
 
 
@@ -135,9 +136,7 @@ def apply_voids(
     """
     voids = _as_voids(voiding_targets)
     ledger: dict[str, Void] = (
-        {t: Void(None, t) for t in pending}
-        if isinstance(pending, Set)
-        else dict(pending)
+        {t: Void(None, t) for t in pending} if isinstance(pending, Set) else dict(pending)
     )
     voiding_ids = set(known_voiding_ids)
     voiding_ids.update(v.voiding_statement_id for v in voids if v.voiding_statement_id)
@@ -181,8 +180,9 @@ def apply_voids(
     seen: set[str] = set()
     for sid, rec, src in zip(gone_ids, records, sources, strict=True):
         v = wanted[sid]
-        kind: Literal["voided", "pending-resolved"] = "voided" if sid in fresh else (
-            "pending-resolved")
+        kind: Literal["voided", "pending-resolved"] = (
+            "voided" if sid in fresh else "pending-resolved"
+        )
         changes.append(VoidChange(sid, v.voiding_statement_id, v.at, rec, src, kind))
         if sid not in seen:
             seen.add(sid)
