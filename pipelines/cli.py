@@ -30,6 +30,10 @@ app = typer.Typer(
 lrs_app = typer.Typer(help="The local Learning Record Store (for demos and tests).",
                       no_args_is_help=True)
 app.add_typer(lrs_app, name="lrs")
+quarantine_app = typer.Typer(
+    help="What did not verify, and why; replay it after a fix (e.g. a roster update).",
+    no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -86,7 +90,11 @@ def ingest(
         help="Backfill up to this stored time (inclusive; default now).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read new statements from each source into the raw and normalised zones.
+    """Read new statements from each source into the raw and normalised zones, then verify them.
+
+    With [reference] roster and catalogue in the configuration each ingested window is verified:
+    the verified footprint (verified/) and quarantine (quarantine/) are replaced for that window
+    after the Great Expectations check passes.
 
     Without a window an LRS is read incrementally from its watermark (minus the lookback) to now,
     and the watermark moves only after the output is durably written. Re-running is always safe:
@@ -149,6 +157,28 @@ def _sum(reports: list[Any]) -> dict[str, Any]:
         for k, v in r.rejected_by_reason.items():
             by[k] = by.get(k, 0) + v
     out["rejected_by_reason"] = by
+    ver = [r.verification for r in reports if r.verification is not None]
+    done = [v for v in ver if v.get("status") != "skipped"]
+    if not done:
+        out["verification"] = "skipped"
+        if ver:
+            out["verification_message"] = ver[0].get("message")
+    else:
+        out["verification"] = "failed" if any(v["status"] == "failed" for v in done) \
+            else "succeeded"
+        for k in ("verified", "published", "quarantined", "voided"):
+            out[k] = sum(int(v.get(k) or 0) for v in done)
+        qby: dict[str, int] = {}
+        for v in done:
+            for k, n in (v.get("quarantined_by_reason") or {}).items():
+                qby[k] = qby.get(k, 0) + n
+        out["quarantined_by_reason"] = qby
+        qs = [v["quality"] for v in done if v.get("quality")]
+        out["quality"] = None if not qs else {
+            "passed": all(q["passed"] for q in qs),
+            "failed_critical": [x for q in qs for x in q["failed_critical"]],
+            "failed_warning": [x for q in qs for x in q["failed_warning"]],
+        }
     windows = [r.window for r in reports]
     out["window"] = windows[0] if len(windows) == 1 else {r.source: r.window for r in reports}
     return out
@@ -178,6 +208,17 @@ def _print_reports(reports: list[Any]) -> None:
         t.add_row("watermark", f"{r.watermark_before or '-'} -> {r.watermark_after or '-'}")
         if r.consistent_through:
             t.add_row("consistent through", r.consistent_through)
+        v = r.verification
+        if v is None or v.get("status") == "skipped":
+            t.add_row("verification", (v or {}).get("message") or "skipped")
+        else:
+            t.add_row("verified", f"{v['verified']:,} ({v['published']:,} published, "
+                      f"{v['voided']:,} voided)")
+            t.add_row("quarantined", f"{v['quarantined']:,}" + (" (" + ", ".join(
+                f"{k} {n}" for k, n in sorted(v["quarantined_by_reason"].items())) + ")"
+                if v["quarantined_by_reason"] else ""))
+            if v.get("quality"):
+                t.add_row("quality", v["quality"]["message"])
         c.print(t)
         c.print()
 
@@ -346,6 +387,100 @@ def generate(
         from rich.console import Console
 
         Console().print_json(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    config: ConfigOpt = None,
+    reason: Annotated[str | None, typer.Option(
+        help="Only records with this reason code (e.g. unknown-learner).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the quarantined records: source, window, statement id, reasons and detail."""
+    from pipelines.verify.stage import list_quarantine
+
+    settings = _settings(config, as_json)
+    t = list_quarantine(settings, reason)
+    rows = [{k: r[k] for k in ("source", "window", "statement_id", "reasons", "detail",
+                               "first_quarantined_at", "run_id")} for r in t.to_pylist()]
+    by: dict[str, int] = {}
+    for r in rows:
+        for k in r["reasons"]:
+            by[k] = by.get(k, 0) + 1
+    if as_json:
+        print(json.dumps({"count": len(rows), "by_reason": by, "records": rows},
+                         ensure_ascii=False, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title=f"footprint quarantine: {len(rows):,} records", title_justify="left")
+    for col in ("source", "statement id", "reasons", "detail"):
+        tab.add_column(col)
+    for r in rows:
+        tab.add_row(r["source"], r["statement_id"] or "-", ", ".join(r["reasons"]), r["detail"])
+    Console().print(tab)
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    config: ConfigOpt = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="Only this source (repeat for several). Default: every source.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-verify quarantined records (after a roster or catalogue fix).
+
+    Records that verify now are published to the verified footprint and leave quarantine once;
+    the others stay, with their reasons as they are now.
+    """
+    import uuid
+
+    from pipelines.config import ConfigError
+    from pipelines.verify.stage import VerifyError, replay_quarantine
+
+    settings = _settings(config, as_json)
+    if not settings.verifies:
+        _err(f"{settings.path}: set [reference] roster and catalogue to replay quarantine",
+             as_json)
+    names = source or [s.name for s in settings.sources]
+    reports: list[dict[str, Any]] = []
+    failed: str | None = None
+    for name in names:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        try:
+            reports.append(replay_quarantine(settings, name, run_id).as_dict())
+        except (VerifyError, ConfigError) as exc:
+            failed = str(exc)
+            rep = getattr(exc, "report", None)
+            if rep is not None:
+                reports.append(rep.as_dict())
+            break
+        except Exception as exc:
+            from pipelines.store.state import LockHeld
+
+            if not isinstance(exc, LockHeld):
+                raise
+            failed = f"source {name!r}: an ingestion is running: {exc}"
+            break
+    summary = {k: sum(int(r.get(k) or 0) for r in reports)
+               for k in ("read", "replayed", "published", "quarantined", "voided")}
+    if as_json:
+        out = {"status": "failed" if failed else "succeeded", **summary, "sources": reports}
+        if failed:
+            out["error"] = failed
+        print(json.dumps(out, ensure_ascii=False, default=str))
+    else:
+        from rich.console import Console
+
+        for r in reports:
+            Console().print(f"[bold]{r['source']}[/]: {r.get('message') or r.get('error')}",
+                            highlight=False)
+    if failed:
+        if not as_json:
+            _err(failed, False)
+        raise typer.Exit(1)
 
 
 @lrs_app.command("serve")

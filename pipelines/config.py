@@ -55,9 +55,20 @@ class _Source(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
 
 
+class _Reference(msgspec.Struct, forbid_unknown_fields=True):
+    roster: str | None = None
+    catalogue: str | None = None
+
+
+class _Quality(msgspec.Struct, forbid_unknown_fields=True):
+    data_docs: bool = False
+
+
 class _File(msgspec.Struct, forbid_unknown_fields=True):
     storage: _Storage = msgspec.field(default_factory=_Storage)
     state: _State = msgspec.field(default_factory=_State)
+    reference: _Reference = msgspec.field(default_factory=_Reference)
+    quality: _Quality = msgspec.field(default_factory=_Quality)
     sources: list[_Source] = msgspec.field(default_factory=list)
 
 
@@ -128,6 +139,14 @@ class Settings:
     batch_statements: int
     workers: int
     sources: tuple[SourceSettings, ...]
+    roster: Path | None = None  # [reference] roster: verification runs when both are set
+    catalogue: Path | None = None
+    data_docs: bool = False  # [quality] data_docs: build Great Expectations Data Docs per run
+
+    @property
+    def verifies(self) -> bool:
+        """Whether ingestion goes on to verification (both reference files are configured)."""
+        return self.roster is not None and self.catalogue is not None
 
     def source(self, name: str) -> SourceSettings:
         for s in self.sources:
@@ -256,11 +275,24 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         raise ConfigError(f"{where}: storage.workers: must be 0 (one per CPU) or a count")
     if not 100 <= raw.storage.batch_statements <= 1_000_000:
         raise ConfigError(f"{where}: storage.batch_statements: must be between 100 and 1000000")
+    ref = raw.reference
+    if (ref.roster is None) != (ref.catalogue is None):
+        missing = "catalogue" if ref.catalogue is None else "roster"
+        raise ConfigError(f"{where}: reference.{missing}: required when the other reference "
+                          f"file is set (verification needs both the roster and the catalogue)")
+
+    def ref_path(value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else (base / p).resolve()
+
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
         batch_statements=raw.storage.batch_statements,
         workers=raw.storage.workers or min(os.cpu_count() or 1, 8),
-        sources=tuple(sources),
+        sources=tuple(sources), roster=ref_path(ref.roster),
+        catalogue=ref_path(ref.catalogue), data_docs=raw.quality.data_docs,
     )
 
 

@@ -86,6 +86,7 @@ class IngestReport:
     watermark_after: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    verification: dict[str, Any] | None = None  # the verification stage's report (as_dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,6 +339,7 @@ def ingest_source(
             try:
                 ct = _run(src, s, zones, window, report, progress, lease.refresh, settings)
                 report.check_balance()
+                report.verification = _verify(settings, s.name, window, run_id, lease.refresh)
                 crashpoint("before-watermark")
                 if mode == "incremental":
                     assert window.until is not None
@@ -359,6 +361,12 @@ def ingest_source(
                 zones.clean_leftovers(s.name)
                 if isinstance(exc, SourceError):
                     raise IngestError(str(exc), report) from exc
+                from pipelines.verify.stage import VerifyError
+
+                if isinstance(exc, VerifyError):
+                    if exc.report is not None:
+                        report.verification = exc.report.as_dict()
+                    raise IngestError(str(exc), report) from exc
                 raise
             finally:
                 src.close()
@@ -371,7 +379,23 @@ def ingest_source(
 def _counts(r: IngestReport) -> dict[str, Any]:
     keys = ("read", "written", "rejected", "duplicates", "outside_window", "rejected_by_reason",
             "pages", "requests", "retries", "partitions")
-    return {k: getattr(r, k) for k in keys}
+    out = {k: getattr(r, k) for k in keys}
+    v = r.verification
+    if v is not None:
+        out["verification"] = {k: v.get(k) for k in (
+            "status", "read", "verified", "published", "quarantined", "duplicates", "voiding",
+            "voided", "quarantined_by_reason")}
+    return out
+
+
+def _verify(settings: Settings, source: str, window: Window, run_id: str,
+            heartbeat: Callable[[], None]) -> dict[str, Any]:
+    """The verification stage on the window just committed (same lock, same window)."""
+    from pipelines.verify.stage import verify_window
+
+    heartbeat()
+    crashpoint("before-verify")
+    return verify_window(settings, source, window, run_id).as_dict()
 
 
 def _run(

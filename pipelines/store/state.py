@@ -8,7 +8,13 @@ each run did, and who is running now. It is small and written in short transacti
 - ``ingest_runs``: one row per run, from start to its end (succeeded or failed, with the counts
   or the error);
 - ``locks``: one holder per source at a time; a lock whose holder died (same host, process gone)
-  or whose lease ran out is taken over.
+  or whose lease ran out is taken over;
+- ``voids``: every valid voiding statement seen, per source, with its target and whether it is
+  still ``pending`` (target not verified yet), ``applied`` or ``ignored`` (a void of a void);
+- ``void_log``: every verified record a void took out of the footprint (statement id, voiding
+  statement id, when, run), once per pair, so that delivery can send the correction;
+- ``verify_runs``: one row per verification (a window after ingestion, or a quarantine replay)
+  with its counts and quality verdict.
 
 The same code runs on SQLite (the embedded default) and PostgreSQL (production), through any
 SQLAlchemy URL; timestamps are stored timezone-aware and always returned in UTC.
@@ -64,6 +70,55 @@ locks = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+voids = sa.Table(
+    "footprint_voids", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("voiding_statement_id", sa.String(64), primary_key=True),
+    sa.Column("target_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+void_log = sa.Table(
+    "footprint_void_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("statement_id", sa.String(64), nullable=False),
+    sa.Column("voiding_statement_id", sa.String(64), nullable=False),
+    sa.Column("record_id", sa.String(64)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("voided_at", sa.DateTime(timezone=True)),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("source", "statement_id", "voiding_statement_id",
+                        name="uq_footprint_void_log_pair"),
+)
+
+verify_runs = sa.Table(
+    "footprint_verify_runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "window" or "replay"
+    sa.Column("window", sa.String(128)),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("counts", sa.JSON),
+    sa.Column("error", sa.Text),
+)
+
+
+@dataclass(frozen=True)
+class StoredVoid:
+    source: str
+    voiding_statement_id: str
+    target_id: str
+    at: datetime | None
+    status: str
+    run_id: str
 
 
 class LockHeld(Exception):
@@ -190,6 +245,85 @@ class StateStore:
                 d[k] = _utc(d[k])
             out.append(d)
         return out
+
+    # -- voids ----------------------------------------------------------------------------------
+    def voids(self, source: str, status: str | None = None) -> list[StoredVoid]:
+        """The voiding statements seen for a source (all, or those with ``status``)."""
+        q = sa.select(voids).where(voids.c.source == source)
+        if status:
+            q = q.where(voids.c.status == status)
+        with self.engine.connect() as c:
+            rows = c.execute(q.order_by(voids.c.at, voids.c.voiding_statement_id)).all()
+        return [StoredVoid(r.source, r.voiding_statement_id, r.target_id, _utc(r.at), r.status,
+                           r.run_id) for r in rows]
+
+    def record_voids(
+        self, source: str, run_id: str, seen: list[tuple[str, str, datetime | None]],
+        changes: list[tuple[str, str, str | None, str, datetime | None]],
+        ignored: list[str],
+    ) -> int:
+        """In one transaction: new voids ``(voiding id, target id, at)`` (kept as ``pending``),
+        the ``changes`` ``(statement id, voiding id, record id, kind, voided at)`` into the void
+        log (once per pair; their voids become ``applied``), and the ``ignored`` voiding ids.
+        Returns how many log rows were new."""
+        now = datetime.now(UTC)
+        new = 0
+        with self.engine.begin() as c:
+            known = {r[0] for r in c.execute(
+                sa.select(voids.c.voiding_statement_id).where(voids.c.source == source))}
+            for vid, target, at in seen:
+                if vid not in known:
+                    c.execute(sa.insert(voids).values(
+                        source=source, voiding_statement_id=vid, target_id=target, at=at,
+                        status="pending", run_id=run_id, recorded_at=now))
+                    known.add(vid)
+            logged = {(r[0], r[1]) for r in c.execute(
+                sa.select(void_log.c.statement_id, void_log.c.voiding_statement_id)
+                .where(void_log.c.source == source))}
+            for sid, vid, rec, kind, at in changes:
+                if (sid, vid) not in logged:
+                    c.execute(sa.insert(void_log).values(
+                        source=source, statement_id=sid, voiding_statement_id=vid,
+                        record_id=rec, kind=kind, voided_at=at, run_id=run_id, logged_at=now))
+                    logged.add((sid, vid))
+                    new += 1
+                c.execute(sa.update(voids).where(voids.c.source == source)
+                          .where(voids.c.voiding_statement_id == vid).values(status="applied"))
+            for vid in ignored:
+                c.execute(sa.update(voids).where(voids.c.source == source)
+                          .where(voids.c.voiding_statement_id == vid).values(status="ignored"))
+        return new
+
+    def void_log(self, source: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(void_log).order_by(void_log.c.id)
+        if source:
+            q = q.where(void_log.c.source == source)
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["voided_at"], d["logged_at"] = _utc(d["voided_at"]), _utc(d["logged_at"])
+            out.append(d)
+        return out
+
+    # -- verification runs --------------------------------------------------------------------
+    def verify_finished(self, run_id: str, source: str, kind: str, window: str | None,
+                        status: str, counts: dict[str, Any], error: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.delete(verify_runs).where(verify_runs.c.run_id == run_id))
+            c.execute(sa.insert(verify_runs).values(
+                run_id=run_id, source=source, kind=kind, window=window,
+                finished_at=datetime.now(UTC), status=status, counts=counts, error=error))
+
+    def published_counts(self, source: str, limit: int = 30) -> list[int]:
+        """Rows published by the last succeeded window verifications of a source, oldest first."""
+        q = (sa.select(verify_runs.c.counts).where(verify_runs.c.source == source)
+             .where(verify_runs.c.kind == "window").where(verify_runs.c.status == "succeeded")
+             .order_by(verify_runs.c.finished_at.desc()).limit(limit))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return [int((r[0] or {}).get("published", 0)) for r in reversed(rows)]
 
     # -- locks --------------------------------------------------------------------------------
     @contextmanager

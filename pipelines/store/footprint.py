@@ -1,0 +1,167 @@
+"""The verified and quarantine zones: where verification publishes.
+
+Layout under the storage root::
+
+    verified/source=<s>/date=<YYYY-MM-DD>/part-0.parquet        the verified footprint
+    quarantine/source=<s>/window=<since>--<until>/part-0.parquet what did not verify, and why
+
+The verified zone is partitioned like the normalised zone (``date`` is the UTC date of
+``stored``, else of ``timestamp``), so the same window replacement applies: re-verifying a window
+replaces exactly that window's rows, and rows are unique by ``statement_id`` within a source.
+A quarantine file belongs to the window whose verification wrote it and is replaced when that
+window is verified again (a replay rewrites it without the records that left). Every file is
+written through a temporary name, fsync'd and renamed (:func:`write_parquet_atomic`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipelines import contracts
+from pipelines.sources.base import Window
+from pipelines.store.zones import (
+    PART_FILE,
+    _first_by_id,
+    _fsync_dir,
+    _in_time_order,
+    in_window,
+    write_parquet_atomic,
+)
+
+VERIFIED = contracts.load("verified-footprint", 1)
+QUARANTINE = contracts.load("quarantine", 1)
+
+
+class FootprintZones:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.verified = self.root / "verified"
+        self.quarantine = self.root / "quarantine"
+        self.verified_schema = VERIFIED.arrow_schema(with_partitions=False)
+        self.quarantine_schema = QUARANTINE.arrow_schema(with_partitions=False)
+
+    # -- verified -------------------------------------------------------------------------------
+    def verified_file(self, source: str, day: str) -> Path:
+        return self.verified / f"source={source}" / f"date={day}" / PART_FILE
+
+    def verified_dates(self, source: str) -> list[str]:
+        base = self.verified / f"source={source}"
+        if not base.is_dir():
+            return []
+        return sorted(p.name[5:] for p in base.iterdir()
+                      if p.name.startswith("date=") and (p / PART_FILE).exists())
+
+    def read_verified(self, source: str | None = None) -> pa.Table:
+        """The verified zone as one table (partition columns included), optionally one source."""
+        schema = VERIFIED.arrow_schema()
+        if not self.verified.is_dir() or not any(self.verified.glob("source=*/date=*/*.parquet")):
+            return schema.empty_table()
+        part = ds.partitioning(
+            pa.schema([("source", pa.string()), ("date", pa.string())]), flavor="hive")
+        dataset = ds.dataset(self.verified, format="parquet", partitioning=part, schema=schema)
+        flt = (ds.field("source") == source) if source else None
+        return dataset.to_table(filter=flt).select(schema.names)
+
+    def merge_verified(self, source: str, rows: pa.Table, window: Window | None,
+                       remove_ids: Collection[str], run_id: str) -> int:
+        """Publish ``rows`` (verified-footprint rows of ``source``, with ``date``).
+
+        With a ``window`` the window's rows are replaced (rows of the touched partitions whose
+        time key falls in it go, the new ones come); without, rows are upserted by statement id
+        (a replay). ``remove_ids`` (voided statements) are removed from every partition of the
+        source. Returns the number of partitions written or removed.
+        """
+        days = set(pc.unique(rows["date"]).to_pylist()) if rows.num_rows else set()
+        existing = self.verified_dates(source)
+        if window is not None:
+            lo = window.since.date() if window.since else date.min
+            hi = window.until.date() if window.until else date.max
+            days |= {d for d in existing if lo <= date.fromisoformat(d) <= hi}
+        gone = pa.array(sorted(set(remove_ids)), pa.string())
+        if len(gone):
+            for d in existing:
+                ids = pq.read_table(self.verified_file(source, d), columns=["statement_id"])
+                if pc.any(pc.is_in(ids["statement_id"], value_set=gone)).as_py():
+                    days.add(d)
+        touched = 0
+        for day in sorted(days):
+            dest = self.verified_file(source, day)
+            new = rows.filter(pc.equal(rows["date"], day)) if rows.num_rows else rows
+            new = new.select(self.verified_schema.names).cast(self.verified_schema)
+            if dest.exists():
+                old = pq.read_table(dest, schema=self.verified_schema)
+                if window is not None:
+                    old = old.filter(pc.invert(in_window(old, window)))
+                combined = _first_by_id(pa.concat_tables([new, old]))
+            else:
+                combined = new
+            if len(gone) and combined.num_rows:
+                combined = combined.filter(
+                    pc.invert(pc.is_in(combined["statement_id"], value_set=gone)))
+            if combined.num_rows == 0:
+                if dest.exists():
+                    dest.unlink()
+                    _fsync_dir(dest.parent)
+                    touched += 1
+                continue
+            write_parquet_atomic(_in_time_order(combined), dest, run_id)
+            touched += 1
+        return touched
+
+    # -- quarantine -----------------------------------------------------------------------------
+    def quarantine_file(self, source: str, label: str) -> Path:
+        return self.quarantine / f"source={source}" / f"window={label}" / PART_FILE
+
+    def quarantine_windows(self, source: str) -> list[str]:
+        base = self.quarantine / f"source={source}"
+        if not base.is_dir():
+            return []
+        return sorted(p.name[7:] for p in base.iterdir()
+                      if p.name.startswith("window=") and (p / PART_FILE).exists())
+
+    def quarantine_sources(self) -> list[str]:
+        if not self.quarantine.is_dir():
+            return []
+        return sorted(p.name[7:] for p in self.quarantine.iterdir()
+                      if p.name.startswith("source=") and p.is_dir())
+
+    def read_quarantine_window(self, source: str, label: str) -> pa.Table:
+        """One window's quarantine file, with the ``source`` column (the contract's order)."""
+        f = self.quarantine_file(source, label)
+        schema = QUARANTINE.arrow_schema()
+        if not f.exists():
+            return schema.empty_table()
+        t = pq.read_table(f, schema=self.quarantine_schema)
+        t = t.append_column("source", pa.repeat(pa.scalar(source, pa.string()), t.num_rows))
+        return t.select(schema.names).cast(schema)
+
+    def read_quarantine(self, source: str | None = None) -> pa.Table:
+        """Every quarantined record (of a source), with ``source`` and ``window`` columns."""
+        tables = []
+        for s in [source] if source else self.quarantine_sources():
+            for label in self.quarantine_windows(s):
+                t = self.read_quarantine_window(s, label)
+                tables.append(t.append_column(
+                    "window", pa.repeat(pa.scalar(label, pa.string()), t.num_rows)))
+        if not tables:
+            schema = QUARANTINE.arrow_schema().append(pa.field("window", pa.string()))
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def write_quarantine(self, source: str, label: str, table: pa.Table, run_id: str) -> None:
+        """Replace one window's quarantine file (removed when nothing is quarantined)."""
+        dest = self.quarantine_file(source, label)
+        if table.num_rows == 0:
+            if dest.exists():
+                dest.unlink()
+                _fsync_dir(dest.parent)
+            return
+        t = table.select(self.quarantine_schema.names).cast(self.quarantine_schema)
+        write_parquet_atomic(t, dest, run_id)

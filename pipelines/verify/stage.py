@@ -1,0 +1,383 @@
+"""The verification stage: one window of one source -> the verified footprint and quarantine.
+
+``verify_window(settings, source, window, run_id)`` runs after ingestion has committed the window
+(``pipelines.ingest.ingest_source`` calls it under the same lock, for the same window):
+
+1. the window's normalised rows (time key ``stored``, else ``timestamp``, in the window) and
+   their raw bytes from the window's raw-zone folder are verified against the roster and the
+   catalogue (:func:`pipelines.verify.rules.verify`);
+2. voids are applied across runs (:func:`pipelines.verify.voiding.apply_voids`): the pending
+   voids from the state database and this window's voids against the window's records, then the
+   voids still waiting against the records published by earlier runs;
+3. the batch is checked with the Great Expectations suite
+   (:func:`pipelines.verify.quality.check_batch`); results go to
+   ``<root>/reports/quality/<run_id>.json`` (Data Docs when ``[quality] data_docs``).
+   A failed critical check raises :class:`VerifyError` and nothing is published;
+4. otherwise the voids and the void log are recorded in the state database, the window's rows of
+   the verified zone are replaced (voided records removed wherever they are), and the window's
+   quarantine file is replaced.
+
+``replay_quarantine`` re-verifies what is in quarantine (after a roster or catalogue fix): what
+verifies now is published and leaves quarantine once; the rest stays with its updated reasons.
+
+Every verification reports **read = verified + quarantined + duplicates + voiding** and fails
+loudly when that does not hold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.config import Settings
+from pipelines.sources.base import Window
+from pipelines.store.footprint import FootprintZones
+from pipelines.store.state import StateStore
+from pipelines.store.zones import Zones, in_window
+from pipelines.verify.reference import Catalogue, Roster, load_catalogue, load_roster
+from pipelines.verify.rules import CONFLICTING_DUPLICATE, Verification, verify
+from pipelines.verify.voiding import Void, VoidChange, apply_voids
+
+SKIPPED_MESSAGE = (
+    "verification skipped: set [reference] roster and catalogue in the configuration to verify"
+)
+
+
+class VerifyError(Exception):
+    """Verification failed (quality check, reference data, balance); nothing was published."""
+
+    def __init__(self, message: str, report: VerifyReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    run_id: str
+    kind: str  # "window" (after ingestion) or "replay"
+    window: str | None
+    status: str = "running"  # then "succeeded", "failed" or "skipped"
+    read: int = 0
+    verified: int = 0  # passed every rule (before voids)
+    quarantined: int = 0
+    duplicates: int = 0
+    voiding: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    published: int = 0  # verified rows written (verified minus those voided in the batch)
+    voided: int = 0  # verified records removed by voids in this run (batch and earlier runs)
+    voided_earlier: int = 0  # of those, records published by earlier runs
+    pending_voids: int = 0  # voids of the source still waiting for their target
+    void_warnings: list[str] = field(default_factory=list)
+    replayed: int = 0  # replay: records that left quarantine
+    quality: dict[str, Any] | None = None
+    quality_results: str | None = None
+    data_docs: str | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_balance(self) -> None:
+        total = self.verified + self.quarantined + self.duplicates + self.voiding
+        if total != self.read:
+            raise VerifyError(
+                f"source {self.source!r}: verification does not balance: read {self.read} != "
+                f"verified {self.verified} + quarantined {self.quarantined} + duplicates "
+                f"{self.duplicates} + voiding {self.voiding}; nothing was published", self)
+
+
+def _reference(settings: Settings) -> tuple[Roster, Catalogue]:
+    if settings.roster is None or settings.catalogue is None:
+        raise VerifyError(SKIPPED_MESSAGE)
+    from pipelines.verify.reference import ReferenceError
+
+    try:
+        return load_roster(settings.roster), load_catalogue(settings.catalogue)
+    except (ReferenceError, OSError) as exc:
+        raise VerifyError(f"reference data: {exc}") from exc
+
+
+def storage_date(table: pa.Table) -> pa.Table:
+    """Set ``date`` to the normalised zone's key: the UTC date of ``stored``, else ``timestamp``."""
+    key = pc.coalesce(table["stored"], table["timestamp"])
+    day = pc.cast(pc.cast(key, pa.date32()), pa.string())
+    i = table.column_names.index("date")
+    return table.set_column(i, table.schema.field(i), day)
+
+
+def _raw_of_window(root: Zones, source: str, window: Window) -> pa.Table:
+    folder = root.source_dir(root.raw, source) / f"window={window.label()}"
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        return pa.table({"raw": pa.array([], pa.binary())})
+    t = pa.concat_tables(pq.read_table(f, columns=["raw", "status"]) for f in files)
+    return t.filter(pc.equal(t["status"], "normalised")).select(["raw"])
+
+
+def verify_window(settings: Settings, source_name: str, window: Window,
+                  run_id: str) -> VerifyReport:
+    """Verify one ingested window of a source and publish it (see the module docstring).
+
+    Call it holding the source's ingestion lock. Without ``[reference]`` in the configuration it
+    returns a report with status ``skipped``.
+    """
+    s = settings.source(source_name)
+    report = VerifyReport(source=s.name, run_id=run_id, kind="window", window=window.label())
+    if not settings.verifies:
+        report.status = "skipped"
+        report.message = SKIPPED_MESSAGE
+        return report
+    started = time.perf_counter()
+    state = StateStore(settings.state_url)
+    try:
+        roster, catalogue = _reference(settings)
+        zones = Zones(settings.storage_root)
+        norm = zones.read_normalised(s.name)
+        norm = norm.filter(in_window(norm, window))
+        raw = _raw_of_window(zones, s.name, window)
+        now = datetime.now(UTC)
+        try:
+            v = verify(norm, raw, roster, catalogue, now=now, run_id=run_id, verified_at=now,
+                       source=s.name, xapi_version=s.xapi_version)
+        except ValueError as exc:
+            raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
+                              f"{exc}", report) from exc
+        fz = FootprintZones(settings.storage_root)
+        quarantined = _keep_first_quarantined(
+            v.quarantined, fz.read_quarantine_window(s.name, window.label()))
+        _publish(settings, state, fz, report, v, window=window, quarantine_read=v.counts["read"],
+                 publish_quarantine=lambda: fz.write_quarantine(
+                     s.name, window.label(), quarantined, run_id))
+        report.message = f"verified {report.published} records, quarantined {report.quarantined}"
+        return report
+    except BaseException as exc:
+        report.status = "failed"
+        report.error = str(exc)
+        report.seconds = round(time.perf_counter() - started, 3)
+        state.verify_finished(run_id, s.name, "window", window.label(), "failed",
+                              _counts(report), str(exc))
+        if isinstance(exc, VerifyError):
+            exc.report = report
+        raise
+    finally:
+        if report.status != "failed":
+            report.seconds = round(time.perf_counter() - started, 3)
+        state.close()
+
+
+def _counts(r: VerifyReport) -> dict[str, Any]:
+    keys = ("read", "verified", "quarantined", "duplicates", "voiding", "published", "voided",
+            "replayed", "quarantined_by_reason")
+    return {k: getattr(r, k) for k in keys}
+
+
+def _keep_first_quarantined(new: pa.Table, old: pa.Table) -> pa.Table:
+    """``first_quarantined_at`` stays what it was for a record quarantined before."""
+    if new.num_rows == 0 or old.num_rows == 0:
+        return new
+    first = dict(zip(
+        (f"{a}/{b}" for a, b in zip(old["statement_id"].to_pylist(),
+                                    old["raw_sha256"].to_pylist(), strict=True)),
+        old["first_quarantined_at"].to_pylist(), strict=True))
+    keys = [f"{a}/{b}" for a, b in zip(new["statement_id"].to_pylist(),
+                                       new["raw_sha256"].to_pylist(), strict=True)]
+    at = [first.get(k, t) for k, t in zip(keys, new["first_quarantined_at"].to_pylist(),
+                                          strict=True)]
+    i = new.column_names.index("first_quarantined_at")
+    field_ = new.schema.field(i)
+    return new.set_column(i, field_, pa.array(at, field_.type))
+
+
+def _publish(
+    settings: Settings, state: StateStore, fz: FootprintZones, report: VerifyReport,
+    v: Verification, *, window: Window | None, quarantine_read: int,
+    publish_quarantine: Any,
+) -> None:
+    """Voids, the quality check, then (if it passed) the state database and the zones."""
+    source, run_id = report.source, report.run_id
+    c = v.counts
+    report.read, report.verified, report.quarantined = c["read"], c["verified"], c["quarantined"]
+    report.duplicates, report.voiding = c["duplicates"], c["voiding"]
+    report.quarantined_by_reason = dict(c["quarantined_by_reason"])
+    report.warnings = {k: n for k, n in v.warnings.items() if n}
+    report.check_balance()
+    verified = storage_date(v.verified)
+
+    # -- voids: this batch's and the pending ones, on this batch, then on earlier runs' records
+    batch_voids = v.voids
+    batch_void_ids = {x.voiding_statement_id for x in batch_voids if x.voiding_statement_id}
+    stored = state.voids(source)
+    known = {x.voiding_statement_id for x in stored}
+    ledger: dict[str, Void] = {}
+    for x in stored:  # earliest first: the earliest void of a target takes effect
+        if x.status != "ignored" and x.voiding_statement_id not in batch_void_ids:
+            ledger.setdefault(x.target_id, Void(x.voiding_statement_id, x.target_id, x.at))
+    first = apply_voids(verified, batch_voids, ledger, known_voiding_ids=known)
+    changes: list[VoidChange] = list(first.changes)
+    warnings = list(first.warnings)
+    removed = list(first.voided)
+    earlier_ids: list[str] = []
+    if first.pending:
+        earlier = fz.read_verified(source)
+        if window is not None and earlier.num_rows:
+            earlier = earlier.filter(pc.invert(in_window(earlier, window)))
+        wanted = pa.array(list(first.pending), pa.string())
+        earlier = earlier.filter(pc.is_in(earlier["statement_id"], value_set=wanted))
+        if earlier.num_rows:
+            fresh = [x for x in first.pending.values() if x.voiding_statement_id in batch_void_ids]
+            old = {t: x for t, x in first.pending.items()
+                   if x.voiding_statement_id not in batch_void_ids}
+            second = apply_voids(earlier, fresh, old, known_voiding_ids=known | batch_void_ids)
+            changes.extend(second.changes)
+            earlier_ids = list(second.voided)
+            removed.extend(earlier_ids)
+    published = first.verified
+    report.published = published.num_rows
+    report.voided = len(set(removed))
+    report.voided_earlier = len(set(earlier_ids))
+    report.void_warnings = [w.detail for w in warnings]
+
+    # -- the quality gate
+    from pipelines.verify import quality
+
+    outcome = quality.check_batch(
+        published, quarantined=report.quarantined if window is not None else 0,
+        read=quarantine_read, previous_counts=state.published_counts(source))
+    report.quality = {"passed": outcome.passed, "failed_critical": outcome.failed_critical,
+                      "failed_warning": outcome.failed_warning, "message": outcome.message()}
+    report.quality_results = str(quality.save_results(outcome, settings.storage_root, run_id))
+    if settings.data_docs:
+        report.data_docs = str(quality.build_data_docs(settings.storage_root, outcome,
+                                                       run_id=run_id))
+    if not outcome.passed:
+        raise VerifyError(f"source {source!r}: {outcome.message()}; nothing was published",
+                          report)
+
+    # -- publish: state first (a crash after it re-applies the same voids on the next run)
+    ignored = [w.voiding_statement_id for w in warnings if w.voiding_statement_id]
+    state.record_voids(
+        source, run_id,
+        seen=[(x.voiding_statement_id, x.target_id, x.at) for x in batch_voids
+              if x.voiding_statement_id],
+        changes=[(ch.statement_id, ch.voiding_statement_id, ch.record_id, ch.kind, ch.voided_at)
+                 for ch in changes if ch.voiding_statement_id],
+        ignored=ignored)
+    fz.merge_verified(source, published, window, removed, run_id)
+    publish_quarantine()
+    report.pending_voids = len(state.voids(source, status="pending"))
+    report.status = "succeeded"
+    state.verify_finished(run_id, source, report.kind, report.window, "succeeded",
+                          _counts(report))
+
+
+# ------------------------------------------------------------------------------------------------
+# quarantine: list and replay
+
+
+def _has_reason(t: pa.Table, reason: str) -> pa.Array:
+    return pa.array([reason in (r or ()) for r in t["reasons"].to_pylist()], pa.bool_())
+
+
+def list_quarantine(settings: Settings, reason: str | None = None) -> pa.Table:
+    """Every quarantined record of the configured sources (optionally with reason ``reason``)."""
+    fz = FootprintZones(settings.storage_root)
+    t = fz.read_quarantine()
+    if reason and t.num_rows:
+        t = t.filter(_has_reason(t, reason))
+    return t
+
+
+def replay_quarantine(settings: Settings, source_name: str, run_id: str) -> VerifyReport:
+    """Re-verify a source's quarantined records; see the module docstring.
+
+    Records quarantined as ``conflicting-duplicate`` are not replayed (the first body is the
+    statement, as the LRS keeps it). Takes the source's ingestion lock.
+    """
+    s = settings.source(source_name)
+    report = VerifyReport(source=s.name, run_id=run_id, kind="replay", window=None)
+    started = time.perf_counter()
+    state = StateStore(settings.state_url)
+    try:
+        with state.lock(f"ingest:{s.name}"):
+            _replay(settings, state, report)
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+    except BaseException as exc:
+        report.status = "failed"
+        report.error = str(exc)
+        report.seconds = round(time.perf_counter() - started, 3)
+        state.verify_finished(run_id, s.name, "replay", None, "failed", _counts(report), str(exc))
+        if isinstance(exc, VerifyError):
+            exc.report = report
+        raise
+    finally:
+        state.close()
+
+
+def _key(t: pa.Table) -> pa.Array:
+    return pc.binary_join_element_wise(
+        pc.fill_null(t["statement_id"], ""), t["raw_sha256"], "/")
+
+
+def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None:
+    s = settings.source(report.source)
+    roster, catalogue = _reference(settings)
+    fz = FootprintZones(settings.storage_root)
+    labels = fz.quarantine_windows(s.name)
+    files = {label: fz.read_quarantine_window(s.name, label) for label in labels}
+    if not files or not any(t.num_rows for t in files.values()):
+        report.status = "succeeded"
+        report.message = "nothing in quarantine"
+        return
+    q = pa.concat_tables(files.values())
+    replayable = q.filter(pc.invert(_has_reason(q, CONFLICTING_DUPLICATE)))
+    norm = Zones(settings.storage_root).read_normalised(s.name)
+    if norm.num_rows and replayable.num_rows:
+        norm = norm.filter(pc.is_in(_key(norm), value_set=_key(replayable)))
+    else:
+        norm = norm.slice(0, 0)
+    raw = {sha: text.encode("utf-8") for sha, text in zip(
+        replayable["raw_sha256"].to_pylist(), replayable["raw"].to_pylist(), strict=True)}
+    now = datetime.now(UTC)
+    v = verify(norm, raw, roster, catalogue, now=now, run_id=report.run_id, verified_at=now,
+               source=s.name, xapi_version=s.xapi_version)
+    left = set(_key(v.verified).to_pylist()) | set(
+        pc.binary_join_element_wise(v.voiding["statement_id"], v.voiding["raw_sha256"], "/")
+        .to_pylist())
+    still = {k: (r, d) for k, r, d in zip(
+        _key(v.quarantined).to_pylist(), v.quarantined["reasons"].to_pylist(),
+        v.quarantined["detail"].to_pylist(), strict=True)}
+
+    def publish_quarantine() -> None:
+        for label, t in files.items():
+            if t.num_rows == 0:
+                continue
+            keys = _key(t).to_pylist()
+            keep = pa.array([k not in left for k in keys])
+            reasons = [still[k][0] if k in still else r
+                       for k, r in zip(keys, t["reasons"].to_pylist(), strict=True)]
+            detail = [still[k][1] if k in still else d
+                      for k, d in zip(keys, t["detail"].to_pylist(), strict=True)]
+            run = [report.run_id if k in still else r
+                   for k, r in zip(keys, t["run_id"].to_pylist(), strict=True)]
+            new = t
+            for name, values in (("reasons", reasons), ("detail", detail), ("run_id", run)):
+                i = new.column_names.index(name)
+                new = new.set_column(i, new.schema.field(i), pa.array(values, new.schema[i].type))
+            fz.write_quarantine(s.name, label, new.filter(keep), report.run_id)
+
+    _publish(settings, state, fz, report, v, window=None, quarantine_read=v.verified.num_rows,
+             publish_quarantine=publish_quarantine)
+    report.replayed = len(left)
+    report.message = (f"{report.replayed} records left quarantine ({report.published} published), "
+                      f"{report.quarantined} stay")
