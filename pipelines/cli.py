@@ -389,6 +389,68 @@ def generate(
         Console().print_json(json.dumps(summary, ensure_ascii=False, default=str))
 
 
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A file of statements: a JSON array, a single "
+                                         "statement, an LRS result or NDJSON; gzip or not.")],
+    xapi_version: Annotated[str, typer.Option(
+        "--xapi-version", help="Rules for statements without a 'version' property: 1.0.3 or "
+        "2.0.0. A statement's own 'version' decides for it.")] = "1.0.3",
+    as_json: JsonOpt = False,
+) -> None:
+    """Check statements against the xAPI specification before sending them anywhere.
+
+    Prints a verdict per statement, in input order, with each problem's reason code and JSON
+    path; with --json, a JSON array of {"index", "valid", "reasons"}. Exits 1 when any statement
+    is invalid.
+    """
+    from pipelines.config import SourceSettings, parse_duration
+    from pipelines.sources.base import FatalSourceError, Window, split_block
+    from pipelines.sources.xapi_file import XapiFileSource
+    from pipelines.xapi.validate import validate_bytes
+
+    if xapi_version not in ("1.0.3", "2.0.0"):
+        raise typer.BadParameter(f"{xapi_version!r} is not 1.0.3 or 2.0.0",
+                                 param_hint="--xapi-version")
+    src = XapiFileSource(SourceSettings(
+        name="validate", kind="xapi-file", endpoint=None, path=str(path),
+        xapi_version=xapi_version, page_size=1, lookback=parse_duration(0),
+        connect_timeout=1, read_timeout=1, max_attempts=1, backoff_base=1, backoff_cap=1,
+        enabled=True))
+    verdicts: list[dict[str, Any]] = []
+    try:
+        for page in src.pages(Window(None, None)):
+            statements = (split_block(page.block, page.first_line)[0]
+                          if page.block is not None else page.statements)
+            for raw in statements:
+                problems = validate_bytes(raw, xapi_version)
+                verdicts.append({
+                    "index": len(verdicts), "valid": not problems,
+                    "reasons": [{"code": p.code, "path": p.path, "detail": p.detail}
+                                for p in problems],
+                })
+    except FatalSourceError as exc:
+        _err(f"cannot read {path}: {exc.cause}", as_json)
+    invalid = sum(not v["valid"] for v in verdicts)
+    if as_json:
+        print(json.dumps(verdicts, ensure_ascii=False))
+    else:
+        from rich.console import Console
+
+        c = Console(highlight=False)
+        for v in verdicts:
+            if v["valid"]:
+                c.print(f"#{v['index']}: [green]valid[/]")
+                continue
+            c.print(f"#{v['index']}: [red]invalid[/]")
+            for r in v["reasons"]:
+                c.print(f"    {r['code']} at {r['path']}: {r['detail']}")
+        c.print(f"{len(verdicts) - invalid} valid, {invalid} invalid, of {len(verdicts)} "
+                f"statements in {path}")
+    if invalid:
+        raise typer.Exit(1)
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     config: ConfigOpt = None,

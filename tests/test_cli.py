@@ -75,3 +75,30 @@ def test_cli_ingest_file_source_json_summary(tmp_path: Path,
     st = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert st["sources"][0]["normalised_rows"] == 3
     assert st["sources"][0]["partitions"] == 3
+
+
+def test_cli_validate_verdicts_in_input_order(tmp_path: Path) -> None:
+    good = {"actor": {"mbox": "mailto:a@b.kz"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/attended"},
+            "object": {"id": "https://lms.university.kz/mod/bigbluebuttonbn/view.php?id=1"}}
+    bad = {**good, "actor": {"mbox": "a@b.kz"}}
+    v2 = {**good, "version": "2.0.0", "context": {"contextAgents": [
+        {"objectType": "contextAgent", "agent": {"mbox": "mailto:t@b.kz"}}]}}
+    f = tmp_path / "s.ndjson"
+    f.write_bytes(b"\n".join([orjson.dumps(good), orjson.dumps(bad), b"{nope", orjson.dumps(v2)]))
+    res = runner.invoke(app, ["validate", str(f), "--json"])
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert [(d["index"], d["valid"]) for d in doc] == [(0, True), (1, False), (2, False), (3, True)]
+    assert doc[1]["reasons"][0]["code"] == "bad-mbox"
+    assert doc[1]["reasons"][0]["path"] == "$.actor.mbox"
+    assert doc[2]["reasons"][0]["code"] == "malformed-json"
+    arr = tmp_path / "ok.json"
+    arr.write_text(json.dumps([good, good]))
+    res = runner.invoke(app, ["validate", str(arr)])
+    assert res.exit_code == 0 and "2 valid, 0 invalid" in res.output
+    # 1.0.3 rules for a statement without a version reject 2.0 properties
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({k: v for k, v in v2.items() if k != "version"}))
+    assert runner.invoke(app, ["validate", str(one)]).exit_code == 1
+    assert runner.invoke(app, ["validate", str(one), "--xapi-version", "2.0.0"]).exit_code == 0
