@@ -19,6 +19,8 @@ from typing import Literal
 
 import msgspec
 
+from pipelines.xapi.validate import PROFILES
+
 DEFAULT_CONFIG_NAME = "footprint.toml"
 CONFIG_ENV = "FOOTPRINT_CONFIG"
 SOURCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -53,6 +55,7 @@ class _Source(msgspec.Struct, forbid_unknown_fields=True):
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     enabled: bool = True
+    tolerate: list[str] = msgspec.field(default_factory=list)
 
 
 class _Reference(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,6 +109,8 @@ class SourceSettings:
     backoff_base: float
     backoff_cap: float
     enabled: bool
+    # tolerance profiles (pipelines.xapi.validate.PROFILES) for this source's known deviations
+    tolerate: tuple[str, ...] = ()
 
     @property
     def env_prefix(self) -> str:
@@ -251,6 +256,12 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         for f in ("connect_timeout", "read_timeout", "backoff_base", "backoff_cap"):
             if getattr(s, f) <= 0:
                 raise bad(f, "must be a positive number of seconds")
+        for name in s.tolerate:
+            if name not in PROFILES:
+                known = ", ".join(sorted(PROFILES))
+                raise bad("tolerate", f"{name!r} is not a tolerance profile; known: {known}")
+        if len(set(s.tolerate)) != len(s.tolerate):
+            raise bad("tolerate", "a profile is listed twice")
         try:
             lookback = parse_duration(s.lookback)
         except ValueError as exc:
@@ -265,7 +276,7 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
                 xapi_version=s.xapi_version, page_size=s.page_size, lookback=lookback,
                 connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                 max_attempts=s.max_attempts, backoff_base=s.backoff_base,
-                backoff_cap=s.backoff_cap, enabled=s.enabled,
+                backoff_cap=s.backoff_cap, enabled=s.enabled, tolerate=tuple(s.tolerate),
             )
         )
     root = Path(raw.storage.root)

@@ -100,3 +100,17 @@ def test_parse_duration() -> None:
     for bad in ("P", "PT", "15m", "P1Y"):
         with pytest.raises(ValueError):
             config.parse_duration(bad)
+
+
+def test_config_tolerate_profiles_per_source() -> None:
+    s = config.loads(MINIMAL)
+    assert s.source("main-lrs").tolerate == ()
+    s = config.loads(MINIMAL + 'tolerate = ["openedx"]\n')
+    assert s.source("main-lrs").tolerate == ("openedx",)
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tolerate: 'edx' is not a tolerance "
+                       r"profile; known: openedx"):
+        config.loads(MINIMAL + 'tolerate = ["edx"]\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tolerate: a profile is listed twice"):
+        config.loads(MINIMAL + 'tolerate = ["openedx", "openedx"]\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tolerate"):
+        config.loads(MINIMAL + 'tolerate = "openedx"\n')

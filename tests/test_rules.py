@@ -76,6 +76,7 @@ def run(
     statements: Sequence[dict[str, Any] | bytes],
     now: datetime = NOW,
     source: str = SOURCE,
+    tolerate: frozenset[str] = frozenset(),
 ) -> Verification:
     """Statements -> bytes -> normalised rows (the ingestion code) -> verify."""
     raws = [s if isinstance(s, bytes) else orjson.dumps(s) for s in statements]
@@ -91,6 +92,7 @@ def run(
         run_id="verify-1",
         verified_at=VERIFIED_AT,
         source=source,
+        tolerate=tolerate,
     )
 
 
@@ -627,8 +629,46 @@ def test_rules_cmi5_warnings_per_registration_and_au_in_time_order(world: World)
         "cmi5-passed-twice": 1,
         "cmi5-failed-after-passed": 1,
         "no-registration": 0,
+        "tolerated-deviation": 0,
     }
     assert au.id in v.verified["activity_id"].to_pylist()
+
+
+def test_rules_tolerated_deviation_verifies_with_a_warning_only_when_the_source_tolerates(
+    world: World,
+) -> None:
+    group = statement(world)
+    group["object"]["objectType"] = "GroupActivity"  # Open edX's multi-question problem
+    del group["context"]["platform"]  # ERB sets none (a strict validator would flag it too)
+    equal = statement(world)
+    equal["result"]["score"] = {"scaled": 0, "raw": 0, "min": 0, "max": 0}  # a 0-point problem
+    strict = run(world, [group, equal])
+    assert strict.counts["verified"] == 0
+    assert reasons(strict) == [["xapi-invalid"], ["implausible-score"]]
+    assert strict.quarantined["detail"].to_pylist()[0] == (
+        "xapi-invalid: bad-object-type at $.object.objectType"
+    )
+
+    v = run(world, [group, equal, statement(world)], tolerate=frozenset({"openedx"}))
+    assert v.counts["verified"] == 3 and v.counts["quarantined"] == 0
+    assert v.verified["warnings"].to_pylist() == [
+        ["tolerated-deviation"],
+        ["tolerated-deviation"],
+        [],
+    ]
+    assert v.warnings["tolerated-deviation"] == 2
+    assert v.counts["tolerated_deviations"] == {
+        "bad-object-type at $.object.objectType": 1,
+        "score-min-max at $.result.score.min": 1,
+    }
+    assert v.verified["score_percent"].to_pylist()[1] == 0.0  # from scaled
+    # min > max stays implausible, tolerated or not
+    worse = statement(world)
+    worse["result"]["score"] = {"raw": 0, "min": 1, "max": 0}
+    v = run(world, [worse], tolerate=frozenset({"openedx"}))
+    assert reasons(v) == [["implausible-score"]]
+    with pytest.raises(ValueError, match="tolerance profile"):
+        run(world, [statement(world)], tolerate=frozenset({"moodle"}))
 
 
 def test_rules_no_registration_is_a_warning_not_a_reason(world: World) -> None:

@@ -48,6 +48,14 @@ to stored). Warning codes never block, they are attached to the verified row:
   statements, e.g. a Moodle quiz ``completed``, are not subject to cmi5's rules) of this batch's
   verified rows, per registration and AU (object id: cmi5's "at most once" is per AU within a
   registration, and an LMS uses one registration for all AUs of a course), in timestamp order.
+- ``tolerated-deviation``: the statement is valid only thanks to a tolerance profile the source
+  opts in to (``tolerate=``, the source's ``tolerate`` setting; see
+  :data:`pipelines.xapi.validate.PROFILES`), e.g. Open edX's objectType "GroupActivity". The
+  validator's code and JSON path of each tolerated problem are in
+  ``Verification.counts["tolerated_deviations"]`` (``"bad-object-type at $.object.objectType"``
+  -> verified rows; the key is present only when some row carries the warning). A tolerated
+  ``score-min-max`` (min == max) is not ``implausible-score`` either: such a score has no
+  percentage from raw (only from scaled).
 - ``void-of-void``: a void whose target is a voiding statement (:mod:`.voiding`).
 
 Learning format (Order No. 187: *synchronous* = live, everyone at one time, streaming;
@@ -92,7 +100,7 @@ conferencing platform counts (format rule 4, and through it mode rule 1).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,7 +113,7 @@ from pipelines import contracts
 from pipelines.verify.reference import Catalogue, Roster
 from pipelines.verify.voiding import VOID_OF_VOID, Void, voids_from_table
 from pipelines.xapi.normalise import FOOTPRINT_NS
-from pipelines.xapi.validate import Problem, validate_bytes
+from pipelines.xapi.validate import Problem, validate_detailed_bytes
 
 __all__ = [
     "BLOCKING",
@@ -136,6 +144,7 @@ CMI5_COMPLETED_TWICE = "cmi5-completed-twice"
 CMI5_PASSED_TWICE = "cmi5-passed-twice"
 CMI5_FAILED_AFTER_PASSED = "cmi5-failed-after-passed"
 NO_REGISTRATION = "no-registration"
+TOLERATED_DEVIATION = "tolerated-deviation"
 
 RULES: dict[str, str] = {
     XAPI_INVALID: "the statement as received fails xAPI validation (the validator's code and "
@@ -155,6 +164,8 @@ RULES: dict[str, str] = {
     CMI5_FAILED_AFTER_PASSED: "warning: a cmi5 failed after a passed in one registration for one "
     "AU",
     NO_REGISTRATION: "warning: the statement has no context.registration",
+    TOLERATED_DEVIATION: "warning: valid only under the source's tolerance profile (the validator "
+    "codes are in the counts)",
     VOID_OF_VOID: "warning: a void whose target is a voiding statement is ignored",
 }
 BLOCKING: tuple[str, ...] = (
@@ -173,9 +184,10 @@ WARNINGS: tuple[str, ...] = (
     CMI5_PASSED_TWICE,
     CMI5_FAILED_AFTER_PASSED,
     NO_REGISTRATION,
+    TOLERATED_DEVIATION,
     VOID_OF_VOID,
 )
-_ROW_WARNINGS = WARNINGS[:4]  # those verify attaches to rows
+_ROW_WARNINGS = WARNINGS[:5]  # those verify attaches to rows
 
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_DURATION_SECONDS = 24 * 3600.0
@@ -539,24 +551,29 @@ def _duplicates(
     return dup, conflict
 
 
-def _validate(shas: list[str], raws: RawStatements, version: str) -> dict[str, list[Problem]]:
-    """Problems by raw_sha256, for the bodies that have any."""
+def _validate(
+    shas: list[str], raws: RawStatements, version: str, tolerate: Collection[str]
+) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
+    """Problems and tolerated problems by raw_sha256, for the bodies that have any."""
     out: dict[str, list[Problem]] = {}
+    tolerated: dict[str, list[Problem]] = {}
     missing: list[str] = []
     for s in shas:
         b = raws.get(s)
         if b is None:
             missing.append(s)
             continue
-        problems = validate_bytes(b, version)  # type: ignore[arg-type]  # orjson reads views
-        if problems:
-            out[s] = problems
+        verdict = validate_detailed_bytes(b, version, tolerate)  # type: ignore[arg-type]
+        if verdict.problems:
+            out[s] = verdict.problems
+        if verdict.tolerated:
+            tolerated[s] = verdict.tolerated
     if missing:
         raise ValueError(
             f"no raw bytes for {len(missing)} statement bodies (raw is looked up by raw_sha256), "
             f"e.g. {', '.join(missing[:3])}"
         )
-    return out
+    return out, tolerated
 
 
 def _cmi5_warnings(
@@ -620,6 +637,7 @@ def verify(
     source: str | None = None,
     xapi_version: str = "1.0.3",
     local_offset: timedelta = LOCAL_OFFSET,
+    tolerate: Collection[str] = (),
 ) -> Verification:
     """Verify normalised statements against xAPI, the roster and the catalogue.
 
@@ -629,7 +647,9 @@ def verify(
     column, or :class:`RawStatements`); a row whose bytes are missing raises ``ValueError``.
     ``now``: the instant future timestamps are judged against; ``verified_at`` and ``run_id`` are
     written into every output row. ``xapi_version``: the rules for statements without their own
-    ``version``. Pure: the same arguments give the same tables.
+    ``version``. ``tolerate``: the validator's tolerance profiles (``PROFILES``) this source's
+    statements are judged with; a row valid only thanks to one carries ``tolerated-deviation``.
+    Pure: the same arguments give the same tables.
     """
     now = _utc(now, "now")
     verified_at = _utc(verified_at, "verified_at")
@@ -661,7 +681,12 @@ def verify(
     dup, conflict = _duplicates(key, sha, stored)
     live = ~dup
     shas_live = pc.unique(sha).to_pylist()  # an exact duplicate has its kept row's sha
-    problems = _validate(shas_live, raws, xapi_version)
+    problems, tolerated = _validate(shas_live, raws, xapi_version, tolerate)
+    tolerated_rows = live & _np(pc.is_in(sha, value_set=pa.array(list(tolerated), _STR)))
+    equal_score_shas = [
+        s for s, ps in tolerated.items() if any(p.code == "score-min-max" for p in ps)
+    ]
+    equal_score_ok = live & _np(pc.is_in(sha, value_set=pa.array(equal_score_shas, _STR)))
     bad_shas = [s for s, ps in problems.items() if any(p.code not in _SCORE_CODES for p in ps)]
     score_shas = [s for s, ps in problems.items() if any(p.code in _SCORE_CODES for p in ps)]
     xapi_bad = live & _np(pc.is_in(sha, value_set=pa.array(bad_shas, _STR)))
@@ -703,7 +728,7 @@ def verify(
     scaled, raw_score = col("result_score_scaled"), col("result_score_raw")
     lo, hi = col("result_score_min"), col("result_score_max")
     bad_scaled = _np(pc.or_(pc.less(scaled, -1.0), pc.greater(scaled, 1.0)))
-    bad_range = _np(pc.less_equal(hi, lo))
+    bad_range = _np(pc.less_equal(hi, lo)) & ~(equal_score_ok & _np(pc.equal(hi, lo)))
     raw_out = _np(pc.less(raw_score, lo)) | _np(pc.greater(raw_score, hi))
     implausible_score = rest & (bad_scaled | bad_range | raw_out | xapi_score)
     secs = col("result_duration_seconds")
@@ -974,7 +999,12 @@ def verify(
         v_reg, v_obj, v_verb, v_ts, v_stored, _sub(col("context_category_ids"), vrows)
     )
     no_reg = _np(pc.is_null(v_reg))
-    warn = np.column_stack([c2, p2, fap, no_reg]) if vn else np.zeros((0, 4), bool)
+    tol = tolerated_rows[vm]
+    warn = np.column_stack([c2, p2, fap, no_reg, tol]) if vn else np.zeros((0, 5), bool)
+    deviations: dict[str, int] = {}
+    for s in _sub(sha, _rows(tol)).to_pylist():
+        for what in sorted({f"{p.code} at {p.path}" for p in tolerated[s]}):
+            deviations[what] = deviations.get(what, 0) + 1
     warnings = {code: int(warn[:, i].sum()) for i, code in enumerate(_ROW_WARNINGS)}
     columns: dict[str, pa.Array] = {
         "record_id": record_ids(v_src, v_sid) if vn else pa.array([], _STR),
@@ -1032,6 +1062,8 @@ def verify(
         "voiding": voids,
         "quarantined_by_reason": {k: v for k, v in by_reason.items() if v},
     }
+    if deviations:  # only when a tolerance profile accepted something
+        counts["tolerated_deviations"] = dict(sorted(deviations.items()))
     if n != vn + qn + duplicates + voids:
         raise AssertionError(
             f"verification does not balance: read {n} != verified {vn} + quarantined {qn} + "

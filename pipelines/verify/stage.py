@@ -20,6 +20,11 @@
 ``replay_quarantine`` re-verifies what is in quarantine (after a roster or catalogue fix): what
 verifies now is published and leaves quarantine once; the rest stays with its updated reasons.
 
+Both judge xAPI validity with the source's ``tolerate`` profiles (``SourceSettings.tolerate``), so
+adding ``tolerate = ["openedx"]`` to a source and replaying releases the Open edX statements that
+were quarantined as ``xapi-invalid`` only for a tolerated deviation (they then carry the warning
+``tolerated-deviation``; ``VerifyReport.tolerated_deviations`` counts them by validator code).
+
 Every verification reports **read = verified + quarantined + duplicates + voiding** and fails
 loudly when that does not hold.
 """
@@ -71,6 +76,8 @@ class VerifyReport:
     voiding: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
+    # "validator-code at $.path" -> verified rows valid only under the source's tolerate profiles
+    tolerated_deviations: dict[str, int] = field(default_factory=dict)
     published: int = 0  # verified rows written (verified minus those voided in the batch)
     voided: int = 0  # verified records removed by voids in this run (batch and earlier runs)
     voided_earlier: int = 0  # of those, records published by earlier runs
@@ -148,7 +155,7 @@ def verify_window(settings: Settings, source_name: str, window: Window,
         now = datetime.now(UTC)
         try:
             v = verify(norm, raw, roster, catalogue, now=now, run_id=run_id, verified_at=now,
-                       source=s.name, xapi_version=s.xapi_version)
+                       source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate)
         except ValueError as exc:
             raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
                               f"{exc}", report) from exc
@@ -210,6 +217,7 @@ def _publish(
     report.duplicates, report.voiding = c["duplicates"], c["voiding"]
     report.quarantined_by_reason = dict(c["quarantined_by_reason"])
     report.warnings = {k: n for k, n in v.warnings.items() if n}
+    report.tolerated_deviations = dict(c.get("tolerated_deviations", {}))
     report.check_balance()
     verified = storage_date(v.verified)
 
@@ -350,7 +358,7 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
         replayable["raw_sha256"].to_pylist(), replayable["raw"].to_pylist(), strict=True)}
     now = datetime.now(UTC)
     v = verify(norm, raw, roster, catalogue, now=now, run_id=report.run_id, verified_at=now,
-               source=s.name, xapi_version=s.xapi_version)
+               source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate)
     left = set(_key(v.verified).to_pylist()) | set(
         pc.binary_join_element_wise(v.voiding["statement_id"], v.voiding["raw_sha256"], "/")
         .to_pylist())
