@@ -150,8 +150,13 @@ class Zones:
     def begin(self, source: str, run_id: str, window: Window) -> WindowWrite:
         return WindowWrite(self, source, run_id, window)
 
-    def read_normalised(self, source: str | None = None) -> pa.Table:
-        """The normalised zone as one table (with the partition columns), optionally one source."""
+    def read_normalised(self, source: str | None = None,
+                        window: Window | None = None) -> pa.Table:
+        """The normalised zone as one table (with the partition columns).
+
+        Optionally one source, and only the rows of one window (reading only the date
+        partitions the window can touch).
+        """
         schema = contracts.normalised_statement().arrow_schema()
         if not self.normalised.is_dir():
             return schema.empty_table()
@@ -161,7 +166,15 @@ class Zones:
         dataset = ds.dataset(self.normalised, format="parquet", partitioning=part,
                              schema=schema)
         flt = (ds.field("source") == source) if source else None
-        return dataset.to_table(filter=flt)
+        if window is not None:
+            if window.since is not None:
+                after = ds.field("date") >= window.since.date().isoformat()
+                flt = after if flt is None else flt & after
+            if window.until is not None:
+                before = ds.field("date") <= window.until.date().isoformat()
+                flt = before if flt is None else flt & before
+        table = dataset.to_table(filter=flt)
+        return table.filter(in_window(table, window)) if window is not None else table
 
     def count_normalised(self, source: str) -> int:
         total = 0

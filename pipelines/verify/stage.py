@@ -149,8 +149,7 @@ def verify_window(settings: Settings, source_name: str, window: Window,
     try:
         roster, catalogue = _reference(settings)
         zones = Zones(settings.storage_root)
-        norm = zones.read_normalised(s.name)
-        norm = norm.filter(in_window(norm, window))
+        norm = zones.read_normalised(s.name, window)
         raw = _raw_of_window(zones, s.name, window)
         now = datetime.now(UTC)
         try:
