@@ -33,7 +33,7 @@ class ConfigError(Exception):
 
 class _Storage(msgspec.Struct, forbid_unknown_fields=True):
     root: str = "data"
-    batch_statements: int = 20_000
+    batch_statements: int = 10_000
     workers: int = 0
 
 
