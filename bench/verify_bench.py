@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import gzip
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -175,27 +174,10 @@ def _child_main(args: list[str]) -> None:
 
 # -- measuring ---------------------------------------------------------------------------------
 def _tree_rss(root: int) -> int:
-    """Resident memory of a process and all its descendants (workers included), in bytes."""
-    kids: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(d), int(fields[1])
-        kids.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * page
-    total, todo = 0, [root]
-    while todo:
-        p = todo.pop()
-        total += rss.get(p, 0)
-        todo.extend(kids.get(p, []))
-    return total
+    """Peak-able memory of a process tree: the same PSS measure as the ingest benchmark."""
+    from bench.ingest_bench import _tree_rss as tree_pss
+
+    return tree_pss(root)
 
 
 def run_measured(cmd: list[str]) -> dict[str, Any]:
