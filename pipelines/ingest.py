@@ -178,6 +178,7 @@ def process_batch(job: BatchJob) -> BatchResult:
     finally:
         if was:
             gc.enable()
+        pa.default_memory_pool().release_unused()
 
 
 def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) -> BatchResult:

@@ -263,6 +263,8 @@ def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window
         return out
     write_parquet_atomic(_in_time_order(combined), dest, run_id)
     out.action = "written"
+    del tables, staged, unique, combined
+    pa.default_memory_pool().release_unused()  # hand freed buffers back before the next merge
     return out
 
 
