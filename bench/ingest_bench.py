@@ -31,6 +31,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,12 +107,12 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def child(argv: list[str]) -> dict[str, float]:
-    """Run a measured step in a fresh process; its JSON, plus the peak RSS of its whole tree."""
+def run_measured(cmd: list[str]) -> dict[str, Any]:
+    """Run a step in a fresh process; its last JSON line, plus the peak memory of its whole tree."""
     import threading
 
-    proc = subprocess.Popen([sys.executable, __file__, "--child", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
     peak = 0
     done = threading.Event()
 
@@ -127,10 +128,14 @@ def child(argv: list[str]) -> dict[str, float]:
     done.set()
     t.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"bench step failed: {err[-2000:]}")
-    doc: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        raise RuntimeError(f"bench step {cmd[-3:]} failed: {err[-2000:]}")
+    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     doc["tree_rss"] = peak
     return doc
+
+
+def child(argv: list[str]) -> dict[str, Any]:
+    return run_measured([sys.executable, __file__, "--child", *argv])
 
 
 def _child_main(args: list[str]) -> None:

@@ -45,7 +45,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +52,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.ingest_bench import run_measured  # noqa: E402  (one way to measure, both benches)
 
 RALPH_VERSION = "5.1.0"
 RALPH_VENV = ROOT / "bench" / ".ralph-venv"
@@ -173,38 +174,6 @@ def _child_main(args: list[str]) -> None:
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def _tree_rss(root: int) -> int:
-    """Peak-able memory of a process tree: the same PSS measure as the ingest benchmark."""
-    from bench.ingest_bench import _tree_rss as tree_pss
-
-    return tree_pss(root)
-
-
-def run_measured(cmd: list[str]) -> dict[str, Any]:
-    """Run a step in a fresh process; its last JSON line, plus the peak RSS of its whole tree."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
-            done.wait(0.2)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out, err = proc.communicate()
-    done.set()
-    t.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench step {cmd[-3:]} failed: {err[-2000:]}")
-    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    doc["tree_rss"] = peak
-    return doc
-
-
 def child(*argv: str) -> dict[str, Any]:
     return run_measured([sys.executable, __file__, "--child", *argv])
 
@@ -310,7 +279,7 @@ def main() -> None:
                 continue
             rows.append((f"end to end, {label}, {doc['read']:,}", f"{rate:,.0f} st/s",
                          f"{rate / rate_or:.3f} of orjson{target}",
-                         f"peak RSS {_mib(rss)} ({'<' if rss < GIB else 'NOT <'} 1 GiB), "
+                         f"peak memory (PSS) {_mib(rss)} ({'<' if rss < GIB else 'NOT <'} 1 GiB), "
                          f"{doc['seconds']:.1f} s (verification {doc['verify_seconds']:.1f} s, "
                          f"{doc['verification']}), "
                          f"published {doc['published']}, quarantined {doc['quarantined']}"))
