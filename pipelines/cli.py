@@ -20,7 +20,8 @@ app = typer.Typer(
     help=(
         "The verified digital footprint of a university's learners (Order No. 187): read xAPI "
         "statements from Learning Record Stores and LMS exports into a durable, replayable data "
-        "set.\n\nConfiguration comes from footprint.toml in this folder, --config PATH, or "
+        "set, verify it, and deliver it to the authorised body (paragraph 29).\n\n"
+        "Configuration comes from footprint.toml in this folder, --config PATH, or "
         "$FOOTPRINT_CONFIG; credentials only from the environment."
     ),
     no_args_is_help=True,
@@ -543,6 +544,177 @@ def quarantine_replay(
         if not as_json:
             _err(failed, False)
         raise typer.Exit(1)
+
+
+def _delivery_progress(as_json: bool) -> tuple[Any, Any]:
+    """(context manager, callback(stage, done, total)) showing a bar on a terminal."""
+    if as_json or not sys.stderr.isatty():
+        return _NoBar(), None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(stderr=True))
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done)
+
+    return bar, update
+
+
+@app.command()
+def deliver(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build and compare only: say what "
+                                          "would be sent; send nothing, change nothing.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the updated online-learning data to the authorised body (paragraph 29).
+
+    Builds one record per learner x discipline x academic period from the verified footprint,
+    compares each with what the authority last acknowledged (the ledger in the state database)
+    and sends only what is new or changed, in batches of whole records; records with no verified
+    evidence left are deleted logically; everything sent is read back. Needs [institution] code,
+    [authority] endpoint and FOOTPRINT_AUTHORITY_USERNAME/PASSWORD (or _TOKEN).
+
+    Prints the counts new, changed, deleted, unchanged and failed. Exit code 1 when the run
+    stops (authority unreachable, credentials refused) or leaves records failed; run it again:
+    it resumes from the ledger.
+
+    Example: FOOTPRINT_AUTHORITY_USERNAME=980140000005 FOOTPRINT_AUTHORITY_PASSWORD=... \
+    footprint deliver --dry-run
+    """
+    settings = _settings(config, as_json)
+    from pipelines.config import ConfigError
+    from pipelines.deliver.stage import DeliveryError
+    from pipelines.deliver.stage import deliver as run_delivery
+    from pipelines.store.state import LockHeld
+
+    bar, update = _delivery_progress(as_json)
+    try:
+        with bar:
+            report = run_delivery(settings, dry_run=dry_run, progress=update)
+    except (ConfigError, LockHeld) as exc:
+        _err(str(exc), as_json)
+    except DeliveryError as exc:
+        _err(str(exc), as_json, exc.report.as_dict() if exc.report else None)
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        from rich.console import Console
+
+        out = Console()
+        verb = "would send" if dry_run else "delivered"
+        out.print(f"[bold]{verb}[/]: {report.new:,} new, {report.changed:,} changed, "
+                  f"{report.deleted:,} deleted, {report.unchanged:,} unchanged, "
+                  f"{report.failed:,} failed  ({report.records:,} records from "
+                  f"{report.statements:,} verified statements)", highlight=False)
+        if not dry_run:
+            out.print(f"{report.batches} batches, {report.requests} requests, {report.retries} "
+                      f"retries, {report.read_back:,} read back "
+                      f"({report.read_back_mismatches} differed), {report.seconds:.1f} s; "
+                      f"run {report.run_id}", highlight=False)
+        for f in report.failures[:10]:
+            out.print(f"  [red]failed[/] {f['record_id']}: {f['reason']}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="Differences to list (all are counted).")] = 100,
+) -> None:
+    """Read the authority's copy back and report every difference from the verified footprint.
+
+    Missing (the footprint gives it, the authority does not hold it), unexpected (the authority
+    holds a live record the footprint no longer gives) and different (the fields that differ are
+    named). Changes nothing; exit code 1 on any drift (footprint deliver repairs it).
+    """
+    settings = _settings(config, as_json)
+    from pipelines.config import ConfigError
+    from pipelines.deliver.authority import AuthorityError
+    from pipelines.deliver.reconcile import reconcile as run_reconcile
+
+    try:
+        report = run_reconcile(settings, limit=limit)
+    except (ConfigError, AuthorityError) as exc:
+        _err(str(exc), as_json)
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        from rich.console import Console
+
+        out = Console()
+        colour = "green" if not report.drifted else "red"
+        out.print(f"[bold {colour}]drift: {report.drifted:,}[/] ({report.missing:,} missing, "
+                  f"{report.unexpected:,} unexpected, {report.different:,} different); "
+                  f"{report.matching:,} of {report.expected:,} records match; the authority "
+                  f"holds {report.held:,} live and {report.deleted_at_authority:,} deleted",
+                  highlight=False)
+        for d in report.drift[:limit]:
+            extra = f": {', '.join(d.fields)}" if d.fields else ""
+            out.print(f"  {d.kind:<10} {d.record_id}{extra}", highlight=False)
+    if report.drifted:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ledger(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="Batches to show, newest first.")] = 20,
+    failed: Annotated[bool, typer.Option("--failed", help="List the records kept as failed, "
+                                         "with the authority's reason.")] = False,
+) -> None:
+    """Recent delivery runs and batches and their fate; records per status.
+
+    Every request that changes the authority is written to the ledger before it is sent, then
+    closed with the answer: acknowledged, partial (some records refused), failed, or interrupted
+    (the run died; the next run re-sent current content).
+    """
+    settings = _settings(config, as_json)
+    from pipelines.deliver.ledger import Ledger
+    from pipelines.store.state import StateStore
+
+    state = StateStore(settings.state_url)
+    try:
+        book = Ledger(state)
+        data: dict[str, Any] = {"records": book.status_counts(), "runs": book.runs(5),
+                                "batches": book.batches(limit)}
+        if failed:
+            data["failed"] = [{"record_id": r, "reason": why} for r, why in book.failed(200)]
+    finally:
+        state.close()
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    out.print("records: " + (", ".join(f"{v:,} {k}" for k, v in sorted(data["records"].items()))
+                             or "none yet"), highlight=False)
+    runs = Table("run", "started (UTC)", "status", "new", "changed", "deleted", "unchanged",
+                 "failed", title="delivery runs")
+    for r in data["runs"]:
+        c = r["counts"] or {}
+        runs.add_row(r["run_id"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["status"],
+                     *(str(c.get(k, "")) for k in ("new", "changed", "deleted", "unchanged",
+                                                   "failed")))
+    out.print(runs)
+    batches = Table("batch", "run", "kind", "records", "attempts", "status", "answer",
+                    title="batches (newest first)")
+    for b in data["batches"]:
+        batches.add_row(b["batch_id"][:8], b["run_id"][-8:], b["kind"], str(b["records"]),
+                        str(b["attempts"]), b["status"], (b["answer"] or "")[:60])
+    out.print(batches)
+    for f in data.get("failed", []):
+        out.print(f"  [red]failed[/] {f['record_id']}: {f['reason']}", highlight=False)
 
 
 @lrs_app.command("serve")

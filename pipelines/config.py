@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 
 import msgspec
 
+from pipelines.iin import has_valid_checksum
 from pipelines.xapi.validate import PROFILES
 
 DEFAULT_CONFIG_NAME = "footprint.toml"
@@ -67,11 +69,38 @@ class _Quality(msgspec.Struct, forbid_unknown_fields=True):
     data_docs: bool = False
 
 
+class _Institution(msgspec.Struct, forbid_unknown_fields=True):
+    code: str | None = None
+    name: str | None = None
+
+
+class _Authority(msgspec.Struct, forbid_unknown_fields=True):
+    endpoint: str | None = None
+    entity: str = "ONLINE_LEARNING"
+    save_path: str = "org-data/list/save?entity={entity}"
+    find_all_path: str = "org-data/find-all-pageable?entity={entity}&page={page}&size={size}"
+    find_by_id_path: str = "org-data/find-by-id?entity={entity}&id={id}"
+    delete_path: str = "org-data/{id}/delete?entity={entity}"
+    batch_size: int = 500
+    page_size: int = 1000
+    gzip: bool = True
+    readback: bool = True
+    record_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    verify_tls: bool = True
+
+
 class _File(msgspec.Struct, forbid_unknown_fields=True):
     storage: _Storage = msgspec.field(default_factory=_Storage)
     state: _State = msgspec.field(default_factory=_State)
     reference: _Reference = msgspec.field(default_factory=_Reference)
     quality: _Quality = msgspec.field(default_factory=_Quality)
+    institution: _Institution = msgspec.field(default_factory=_Institution)
+    authority: _Authority = msgspec.field(default_factory=_Authority)
     sources: list[_Source] = msgspec.field(default_factory=list)
 
 
@@ -118,22 +147,56 @@ class SourceSettings:
 
     def credentials(self, environ: dict[str, str] | None = None) -> Credentials:
         """Credentials from the environment; a ConfigError naming the variables if none are set."""
-        env = os.environ if environ is None else environ
-        p = self.env_prefix
-        token = env.get(p + "TOKEN")
-        user = env.get(p + "USERNAME")
-        password = env.get(p + "PASSWORD")
-        if token:
-            return Credentials(token=token)
-        if user is not None:
-            if password is None:
-                raise ConfigError(
-                    f"source {self.name!r}: {p}USERNAME is set but {p}PASSWORD is not")
-            return Credentials(username=user, password=password)
-        raise ConfigError(
-            f"source {self.name!r}: no credentials in the environment; set {p}USERNAME and "
-            f"{p}PASSWORD (HTTP Basic) or {p}TOKEN (bearer)"
-        )
+        return env_credentials(self.env_prefix, f"source {self.name!r}", environ)
+
+
+def env_credentials(prefix: str, who: str, environ: Mapping[str, str] | None = None
+                    ) -> Credentials:
+    """``<prefix>TOKEN`` (bearer) or ``<prefix>USERNAME`` + ``<prefix>PASSWORD`` (Basic)."""
+    env = os.environ if environ is None else environ
+    p = prefix
+    token = env.get(p + "TOKEN")
+    user = env.get(p + "USERNAME")
+    password = env.get(p + "PASSWORD")
+    if token:
+        return Credentials(token=token)
+    if user is not None:
+        if password is None:
+            raise ConfigError(f"{who}: {p}USERNAME is set but {p}PASSWORD is not")
+        return Credentials(username=user, password=password)
+    raise ConfigError(
+        f"{who}: no credentials in the environment; set {p}USERNAME and "
+        f"{p}PASSWORD (HTTP Basic) or {p}TOKEN (bearer)"
+    )
+
+
+AUTHORITY_ENV_PREFIX = "FOOTPRINT_AUTHORITY_"
+
+
+@dataclass(frozen=True)
+class AuthoritySettings:
+    """``[authority]``: where and how to deliver (paragraph 29). Paths are relative to endpoint."""
+
+    endpoint: str
+    entity: str = "ONLINE_LEARNING"
+    save_path: str = "org-data/list/save?entity={entity}"
+    find_all_path: str = "org-data/find-all-pageable?entity={entity}&page={page}&size={size}"
+    find_by_id_path: str = "org-data/find-by-id?entity={entity}&id={id}"
+    delete_path: str = "org-data/{id}/delete?entity={entity}"
+    batch_size: int = 500
+    page_size: int = 1000
+    gzip: bool = True
+    readback: bool = True
+    record_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    verify_tls: bool = True
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
+        return env_credentials(AUTHORITY_ENV_PREFIX, "authority", environ)
 
 
 @dataclass(frozen=True)
@@ -147,6 +210,22 @@ class Settings:
     roster: Path | None = None  # [reference] roster: verification runs when both are set
     catalogue: Path | None = None
     data_docs: bool = False  # [quality] data_docs: build Great Expectations Data Docs per run
+    institution_code: str | None = None  # [institution] code: the university's BIN
+    institution_name: str | None = None
+    authority: AuthoritySettings | None = None  # [authority]: delivery runs when set
+
+    def delivery(self) -> tuple[str, AuthoritySettings]:
+        """(institution code, authority settings), or a ConfigError saying what to add."""
+        missing = [k for k, v in (("institution.code", self.institution_code),
+                                  ("authority.endpoint", self.authority)) if v is None]
+        if not self.verifies:
+            missing[:0] = ["reference.roster", "reference.catalogue"]
+        if missing:
+            raise ConfigError(
+                f"{self.path}: delivery needs {', '.join(missing)} (see the README's "
+                f"configuration reference)")
+        assert self.institution_code is not None and self.authority is not None
+        return self.institution_code, self.authority
 
     @property
     def verifies(self) -> bool:
@@ -298,13 +377,51 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         p = Path(value)
         return p if p.is_absolute() else (base / p).resolve()
 
+    inst = raw.institution
+    if inst.code is not None and not (len(inst.code) == 12 and inst.code.isdigit()
+                                      and has_valid_checksum(inst.code)):
+        raise ConfigError(f"{where}: institution.code: {inst.code!r} is not a BIN (12 digits "
+                          f"whose last is the IIN/BIN check digit)")
+    authority = _authority(raw.authority, where)
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
         batch_statements=raw.storage.batch_statements,
         workers=raw.storage.workers or min(os.cpu_count() or 1, 8),
         sources=tuple(sources), roster=ref_path(ref.roster),
         catalogue=ref_path(ref.catalogue), data_docs=raw.quality.data_docs,
+        institution_code=inst.code, institution_name=inst.name, authority=authority,
     )
+
+
+def _authority(a: _Authority, where: str) -> AuthoritySettings | None:
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: authority.{field}: {why}")
+
+    if a.endpoint is None:
+        return None
+    if not a.endpoint.startswith(("http://", "https://")):
+        raise bad("endpoint", f"{a.endpoint!r} must be an http:// or https:// URL")
+    if not 1 <= a.batch_size <= 10_000:
+        raise bad("batch_size", f"{a.batch_size} must be between 1 and 10000")
+    if not 1 <= a.page_size <= 10_000:
+        raise bad("page_size", f"{a.page_size} must be between 1 and 10000")
+    if a.max_attempts < 1 or a.record_attempts < 1:
+        raise bad("max_attempts" if a.max_attempts < 1 else "record_attempts",
+                  "must be at least 1")
+    for f in ("connect_timeout", "read_timeout", "backoff_base", "backoff_cap"):
+        if getattr(a, f) <= 0:
+            raise bad(f, "must be a positive number of seconds")
+    placeholders = {"save_path": set(), "find_all_path": {"page", "size"},
+                    "find_by_id_path": {"id"}, "delete_path": {"id"}}
+    for f, needed in placeholders.items():
+        names = set(re.findall(r"{(\w+)}", getattr(a, f)))
+        unknown = names - needed - {"entity"}
+        if unknown or needed - names:
+            raise bad(f, f"{getattr(a, f)!r} must use the placeholders "
+                         f"{sorted(needed | {'entity'})} (and no others)")
+    endpoint = a.endpoint if a.endpoint.endswith("/") else a.endpoint + "/"
+    fields = {f: getattr(a, f) for f in a.__struct_fields__ if f != "endpoint"}
+    return AuthoritySettings(endpoint=endpoint, **fields)
 
 
 def _explain(msg: str) -> str:

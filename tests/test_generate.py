@@ -37,7 +37,7 @@ from pipelines.generate import (
     write_ndjson,
     write_roster_csv,
 )
-from pipelines.generate.iin import iin_birth_date, iin_is_male
+from pipelines.iin import iin_birth_date, iin_is_male
 from pipelines.generate.statements import _uuid4, iso_duration
 
 START = datetime(2026, 9, 1, tzinfo=UTC)

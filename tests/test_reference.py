@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.generate import build_university, write_catalogue_csv, write_roster_csv
-from pipelines.generate.iin import iin_check_digit
+from pipelines.iin import iin_check_digit
 from pipelines.verify.reference import (
     CATALOGUE_COLUMNS,
     ROSTER_COLUMNS,

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from .iin import make_iin
+from pipelines.iin import make_iin
 
 __all__ = [
     "HOMEPAGE",

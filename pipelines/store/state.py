@@ -14,7 +14,12 @@ each run did, and who is running now. It is small and written in short transacti
 - ``void_log``: every verified record a void took out of the footprint (statement id, voiding
   statement id, when, run), once per pair, so that delivery can send the correction;
 - ``verify_runs``: one row per verification (a window after ingestion, or a quarantine replay)
-  with its counts and quality verdict.
+  with its counts and quality verdict;
+- ``delivery_runs``, ``delivery_batches``, ``delivery_records``: the delivery ledger (paragraph
+  29): every run, every request sent to the authority (records, payload hash, attempts, status,
+  answer) and, per delivered record, the content last built, last sent and last acknowledged
+  (read back) — see :mod:`pipelines.deliver.ledger`. The ledger keys records by ``record_id``
+  (a uuid5) and holds no IIN.
 
 The same code runs on SQLite (the embedded default) and PostgreSQL (production), through any
 SQLAlchemy URL; timestamps are stored timezone-aware and always returned in UTC.
@@ -108,6 +113,51 @@ verify_runs = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("counts", sa.JSON),
     sa.Column("error", sa.Text),
+)
+
+delivery_runs = sa.Table(
+    "footprint_delivery_runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),  # running, succeeded, failed, partial
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("counts", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+)
+
+delivery_batches = sa.Table(
+    "footprint_delivery_batches", metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # save, retry, delete, readback
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("record_ids", sa.JSON, nullable=False),
+    sa.Column("payload_sha256", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # pending (written before sending), acknowledged, partial, failed, interrupted
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("answer", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+delivery_records = sa.Table(
+    "footprint_delivery_records", metadata,
+    sa.Column("record_id", sa.String(64), primary_key=True),
+    sa.Column("built_hash", sa.String(64)),  # content the footprint last gave
+    sa.Column("built_at", sa.DateTime(timezone=True)),  # when that content was first built
+    sa.Column("sent_hash", sa.String(64)),  # content last sent (2xx, not failed)
+    sa.Column("acked_hash", sa.String(64)),  # content read back from the authority
+    sa.Column("acked_at", sa.DateTime(timezone=True)),
+    # new (never sent), sent (awaiting read-back), delivered, failed, deleted
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("last_batch_id", sa.String(64)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 

@@ -44,7 +44,7 @@ from xml.etree import ElementTree as ET
 import orjson
 import pyarrow as pa
 
-from pipelines.generate.iin import has_valid_checksum, iin_birth_date, iin_check_digit
+from pipelines.iin import has_valid_checksum, iin_birth_date, iin_check_digit
 
 __all__ = [
     "CATALOGUE_COLUMNS",

@@ -1,0 +1,206 @@
+"""The delivery ledger: what was sent to the authority, what it answered, what it holds.
+
+Three tables in the state database (:mod:`pipelines.store.state`):
+
+- ``footprint_delivery_runs``: one row per ``footprint deliver`` (running, succeeded, partial,
+  failed, interrupted) with its counts or error;
+- ``footprint_delivery_batches``: one row per request that changes the authority (a save of up to
+  ``batch_size`` records, a one-record retry, a chunk of deletes), **written before it is sent**
+  (``pending``) and closed with its fate (``acknowledged``, ``partial``, ``failed``); a row still
+  ``pending`` when the next run starts belonged to a run that died mid-request and becomes
+  ``interrupted`` — the next run re-sends current content for its records, never the old payload;
+- ``footprint_delivery_records``: per record id, the content hash the footprint last built (with
+  when it first did: the record's ``updated_at``), the hash last sent, the hash last read back
+  from the authority (``acked_hash``), and a status: ``new``, ``sent`` (awaiting read-back),
+  ``delivered``, ``failed`` (with the authority's reason) or ``deleted``.
+
+A record is *unchanged* only when its built hash equals its acknowledged hash and it is
+``delivered``; anything else is sent again, so a crash at any point leaves at worst a record that
+is re-sent with the current content (the save is an idempotent full replace).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from pipelines.store.state import (
+    StateStore,
+    _utc,
+    delivery_batches,
+    delivery_records,
+    delivery_runs,
+)
+
+_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    record_id: str
+    built_hash: str | None
+    built_at: datetime | None
+    sent_hash: str | None
+    acked_hash: str | None
+    status: str
+    reason: str | None
+
+
+class Ledger:
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.engine = state.engine
+
+    # -- runs -------------------------------------------------------------------------------------
+    def run_started(self, run_id: str, dry_run: bool, now: datetime) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.insert(delivery_runs).values(
+                run_id=run_id, started_at=now, status="running", dry_run=dry_run,
+                host=socket.gethostname(), pid=os.getpid()))
+
+    def run_finished(self, run_id: str, status: str, counts: dict[str, Any] | None = None,
+                     error: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.update(delivery_runs).where(delivery_runs.c.run_id == run_id).values(
+                finished_at=datetime.now(UTC), status=status, counts=counts, error=error))
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        q = sa.select(delivery_runs).order_by(delivery_runs.c.started_at.desc()).limit(limit)
+        with self.engine.connect() as c:
+            rows = [dict(r) for r in c.execute(q).mappings()]
+        for r in rows:
+            r["started_at"], r["finished_at"] = _utc(r["started_at"]), _utc(r["finished_at"])
+        return rows
+
+    def interrupt_stale(self, run_id: str) -> int:
+        """Close what a dead run left open (the caller holds the delivery lock); returns batches."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as c:
+            c.execute(sa.update(delivery_runs).where(delivery_runs.c.status == "running")
+                      .where(delivery_runs.c.run_id != run_id)
+                      .values(status="interrupted", finished_at=now,
+                              error="the process ended before the run finished"))
+            res = c.execute(sa.update(delivery_batches)
+                            .where(delivery_batches.c.status == "pending")
+                            .where(delivery_batches.c.run_id != run_id)
+                            .values(status="interrupted", updated_at=now,
+                                    answer="no answer recorded: the run died during or before "
+                                           "this request; its records are re-sent with current "
+                                           "content by the next run"))
+            return int(res.rowcount or 0)
+
+    # -- batches ----------------------------------------------------------------------------------
+    def batch_pending(self, batch_id: str, run_id: str, seq: int, kind: str,
+                      record_ids: Sequence[str], payload_sha256: str | None) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as c:
+            c.execute(sa.insert(delivery_batches).values(
+                batch_id=batch_id, run_id=run_id, seq=seq, kind=kind, records=len(record_ids),
+                record_ids=list(record_ids), payload_sha256=payload_sha256, attempts=0,
+                status="pending", created_at=now, updated_at=now))
+
+    def batch_done(self, batch_id: str, status: str, attempts: int, answer: Any) -> None:
+        text = answer if isinstance(answer, str) else orjson.dumps(answer).decode()
+        with self.engine.begin() as c:
+            c.execute(sa.update(delivery_batches)
+                      .where(delivery_batches.c.batch_id == batch_id)
+                      .values(status=status, attempts=attempts, answer=text[:4000],
+                              updated_at=datetime.now(UTC)))
+
+    def batches(self, limit: int = 20, run_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(delivery_batches).order_by(delivery_batches.c.created_at.desc(),
+                                                 delivery_batches.c.seq.desc()).limit(limit)
+        if run_id:
+            q = q.where(delivery_batches.c.run_id == run_id)
+        with self.engine.connect() as c:
+            rows = [dict(r) for r in c.execute(q).mappings()]
+        for r in rows:
+            r["created_at"], r["updated_at"] = _utc(r["created_at"]), _utc(r["updated_at"])
+        return rows
+
+    # -- records ----------------------------------------------------------------------------------
+    def records(self) -> dict[str, LedgerRecord]:
+        t = delivery_records
+        q = sa.select(t.c.record_id, t.c.built_hash, t.c.built_at, t.c.sent_hash,
+                      t.c.acked_hash, t.c.status, t.c.reason)
+        with self.engine.connect() as c:
+            return {r[0]: LedgerRecord(r[0], r[1], _utc(r[2]), r[3], r[4], r[5], r[6])
+                    for r in c.execute(q)}
+
+    def status_counts(self) -> dict[str, int]:
+        t = delivery_records
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def failed(self, limit: int = 50) -> list[tuple[str, str | None]]:
+        t = delivery_records
+        q = (sa.select(t.c.record_id, t.c.reason).where(t.c.status == "failed")
+             .order_by(t.c.record_id).limit(limit))
+        with self.engine.connect() as c:
+            return [(r[0], r[1]) for r in c.execute(q)]
+
+    def mark_built(self, items: Iterable[tuple[str, str, datetime]],
+                   known: dict[str, LedgerRecord]) -> None:
+        """Record the content the footprint now gives (hash, first built at)."""
+        now = datetime.now(UTC)
+        t = delivery_records
+        inserts, updates = [], []
+        for rid, h, at in items:
+            if rid in known:
+                updates.append({"rid": rid, "h": h, "at": at, "now": now})
+            else:
+                inserts.append({"record_id": rid, "built_hash": h, "built_at": at,
+                                "status": "new", "updated_at": now})
+        with self.engine.begin() as c:
+            for chunk in _chunks(inserts):
+                c.execute(sa.insert(t), chunk)
+            stmt = (sa.update(t).where(t.c.record_id == sa.bindparam("rid"))
+                    .values(built_hash=sa.bindparam("h"), built_at=sa.bindparam("at"),
+                            updated_at=sa.bindparam("now")))
+            for chunk in _chunks(updates):
+                c.execute(stmt, chunk)
+
+    def mark(self, status: str, items: Iterable[tuple[str, str | None]],
+             batch_id: str | None = None, reason: str | None = None) -> None:
+        """Set the status of records; ``items`` are (record id, hash or per-record reason).
+
+        ``sent``: hash is the content sent; ``delivered``: hash is the content read back;
+        ``failed``: the second item is the reason; ``deleted``: the second item is ignored.
+        """
+        now = datetime.now(UTC)
+        t = delivery_records
+        rid: Any = sa.bindparam("rid")
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if batch_id is not None:
+            values["last_batch_id"] = batch_id
+        if status == "sent":
+            values.update(sent_hash=sa.bindparam("v"), reason=None)
+        elif status == "delivered":
+            values.update(acked_hash=sa.bindparam("v"), acked_at=now, reason=None)
+        elif status == "failed":
+            values.update(reason=sa.bindparam("v"))
+        elif status == "deleted":
+            values.update(acked_hash=None, acked_at=now, sent_hash=None,
+                          reason=reason or "no verified evidence left: deleted logically")
+        else:
+            raise ValueError(f"unknown delivery record status {status!r}")
+        params = [{"rid": r, "v": v} for r, v in items]
+        if not params:
+            return
+        stmt = sa.update(t).where(t.c.record_id == rid).values(**values)
+        with self.engine.begin() as c:
+            for chunk in _chunks(params):
+                c.execute(stmt, chunk)
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    for i in range(0, len(rows), _CHUNK):
+        yield rows[i:i + _CHUNK]

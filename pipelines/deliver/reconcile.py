@@ -1,0 +1,98 @@
+"""``footprint reconcile``: read the authority's copy back and report every difference.
+
+The verified footprint is the truth; the authority's copy should equal the records built from it
+(:mod:`pipelines.deliver.records`). Reconcile pages through everything the authority holds for
+our entity and institution and reports, per record id:
+
+- ``missing``: the footprint gives the record, the authority does not hold it (or holds it
+  deleted);
+- ``unexpected``: the authority holds a live record the footprint no longer gives;
+- ``different``: both hold it, with other content — the fields that differ are named.
+
+It changes nothing (neither the authority nor the ledger); ``footprint deliver`` repairs drift.
+``updated_at`` is not compared (it is when content changed, not content).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipelines.config import Settings
+from pipelines.deliver import records as R
+from pipelines.deliver.authority import AuthorityClient
+from pipelines.deliver.stage import build_records
+
+
+@dataclass
+class Drift:
+    record_id: str
+    kind: str  # missing, unexpected, different
+    fields: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport:
+    expected: int = 0  # records the footprint gives
+    held: int = 0  # live records the authority holds for our institution
+    deleted_at_authority: int = 0
+    matching: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    different: int = 0
+    seconds: float = 0.0
+    drift: list[Drift] = field(default_factory=list)  # first 100
+
+    @property
+    def drifted(self) -> int:
+        return self.missing + self.unexpected + self.different
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["drifted"] = self.drifted
+        return d
+
+
+def reconcile(settings: Settings, client: AuthorityClient | None = None,
+              limit: int = 100) -> ReconcileReport:
+    institution, authority = settings.delivery()
+    started = time.perf_counter()
+    built = build_records(settings)
+    report = ReconcileReport(expected=len(built))
+    own = client is None
+    if client is None:
+        client = AuthorityClient(authority, authority.credentials())
+    seen: set[str] = set()
+    try:
+        for rec in client.find_all():
+            if rec.get("institution_code") != institution:
+                continue
+            rid = str(rec.get("record_id"))
+            want = built.records.get(rid)
+            if rec.get("deleted"):
+                report.deleted_at_authority += 1
+                continue
+            report.held += 1
+            seen.add(rid)
+            if want is None:
+                report.unexpected += 1
+                _note(report, Drift(rid, "unexpected"), limit)
+            elif R.content_hash(rec) == want["content_hash"]:
+                report.matching += 1
+            else:
+                report.different += 1
+                _note(report, Drift(rid, "different", R.differences(want, rec)), limit)
+    finally:
+        if own:
+            client.close()
+    for rid in sorted(set(built.records) - seen):
+        report.missing += 1
+        _note(report, Drift(rid, "missing"), limit)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _note(report: ReconcileReport, d: Drift, limit: int) -> None:
+    if len(report.drift) < limit:
+        report.drift.append(d)
