@@ -37,8 +37,8 @@ from pipelines.generate import (
     write_ndjson,
     write_roster_csv,
 )
-from pipelines.iin import iin_birth_date, iin_is_male
 from pipelines.generate.statements import _uuid4, iso_duration
+from pipelines.iin import iin_birth_date, iin_is_male
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 END = datetime(2026, 12, 1, tzinfo=UTC)
