@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import contracts
+from pipelines.faults import crashpoint
 from pipelines.sources.base import Window
 from pipelines.store.zones import (
     PART_FILE,
@@ -110,9 +111,11 @@ class FootprintZones:
                     dest.unlink()
                     _fsync_dir(dest.parent)
                     touched += 1
+                    crashpoint("verify-partition")
                 continue
             write_parquet_atomic(_in_time_order(combined), dest, run_id)
             touched += 1
+            crashpoint("verify-partition")
         return touched
 
     # -- quarantine -----------------------------------------------------------------------------
@@ -162,6 +165,8 @@ class FootprintZones:
             if dest.exists():
                 dest.unlink()
                 _fsync_dir(dest.parent)
+                crashpoint("verify-quarantine-file")
             return
         t = table.select(self.quarantine_schema.names).cast(self.quarantine_schema)
         write_parquet_atomic(t, dest, run_id)
+        crashpoint("verify-quarantine-file")

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.config import Settings
+from pipelines.faults import crashpoint
 from pipelines.sources.base import Window
 from pipelines.store.footprint import FootprintZones
 from pipelines.store.state import StateStore
@@ -270,7 +271,10 @@ def _publish(
         raise VerifyError(f"source {source!r}: {outcome.message()}; nothing was published",
                           report)
 
-    # -- publish: state first (a crash after it re-applies the same voids on the next run)
+    # -- publish: state first, then the verified zone, then quarantine. Nothing here is needed by
+    # the next run: it re-verifies the window (or the quarantine) from the normalised zone, the
+    # applied voids stay in the ledger, the void log takes each pair once and every file is
+    # replaced, so a crash at any point (crash points verify-*) is repaired by re-running.
     ignored = [w.voiding_statement_id for w in warnings if w.voiding_statement_id]
     state.record_voids(
         source, run_id,
@@ -279,10 +283,14 @@ def _publish(
         changes=[(ch.statement_id, ch.voiding_statement_id, ch.record_id, ch.kind, ch.voided_at)
                  for ch in changes if ch.voiding_statement_id],
         ignored=ignored)
-    fz.merge_verified(source, published, window, removed, run_id)
-    publish_quarantine()
+    crashpoint("verify-voids-recorded")
+    fz.merge_verified(source, published, window, removed, run_id)  # "verify-partition" each
+    crashpoint("verify-verified-written")
+    publish_quarantine()  # "verify-quarantine-file" after each file
+    crashpoint("verify-quarantine-written")
     report.pending_voids = len(state.voids(source, status="pending"))
     report.status = "succeeded"
+    crashpoint("verify-before-finished")
     state.verify_finished(run_id, source, report.kind, report.window, "succeeded",
                           _counts(report))
 
