@@ -9,8 +9,10 @@ The verified zone is partitioned like the normalised zone (``date`` is the UTC d
 ``stored``, else of ``timestamp``), so the same window replacement applies: re-verifying a window
 replaces exactly that window's rows, and rows are unique by ``statement_id`` within a source.
 A quarantine file belongs to the window whose verification wrote it and is replaced when that
-window is verified again (a replay rewrites it without the records that left). Every file is
-written through a temporary name, fsync'd and renamed (:func:`write_parquet_atomic`).
+window is verified again (a replay rewrites it without the records that left; a window
+overlapping it takes out the records it judged again). Every file is written through a temporary
+name, fsync'd and renamed (:func:`write_parquet_atomic`); what a killed writer leaves is removed
+by :meth:`FootprintZones.clean_leftovers` on the next verification of the source.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ class FootprintZones:
         self.quarantine = self.root / "quarantine"
         self.verified_schema = VERIFIED.arrow_schema(with_partitions=False)
         self.quarantine_schema = QUARANTINE.arrow_schema(with_partitions=False)
+
+    def clean_leftovers(self, source: str) -> int:
+        """Remove the temporary files a killed writer left in the source's folders (a file is
+        written as ``.tmp-*`` and renamed). Only safe holding the source's lock."""
+        n = 0
+        for zone in (self.verified, self.quarantine):
+            base = zone / f"source={source}"
+            if base.is_dir():
+                for tmp in base.rglob(".tmp-*"):
+                    tmp.unlink(missing_ok=True)
+                    n += 1
+        return n
 
     # -- verified -------------------------------------------------------------------------------
     def verified_file(self, source: str, day: str) -> Path:

@@ -15,7 +15,11 @@
    A failed critical check raises :class:`VerifyError` and nothing is published;
 4. otherwise the voids and the void log are recorded in the state database, the window's rows of
    the verified zone are replaced (voided records removed wherever they are), and the window's
-   quarantine file is replaced.
+   quarantine file is replaced; the records judged now leave the other windows' quarantine files
+   (windows overlap: an LRS's lookback, or a killed run re-run over a window ending later), so
+   a record is quarantined once, keeping the time it first entered quarantine.
+
+A kill at any point of step 4 is repaired by running again (``tests/test_verify_crash.py``).
 
 ``replay_quarantine`` re-verifies what is in quarantine (after a roster or catalogue fix): what
 verifies now is published and leaves quarantine once; the rest stays with its updated reasons.
@@ -160,11 +164,16 @@ def verify_window(settings: Settings, source_name: str, window: Window,
             raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
                               f"{exc}", report) from exc
         fz = FootprintZones(settings.storage_root)
-        quarantined = _keep_first_quarantined(
-            v.quarantined, fz.read_quarantine_window(s.name, window.label()))
+        fz.clean_leftovers(s.name)
+        before = fz.read_quarantine(s.name)
+        quarantined = _keep_first_quarantined(v.quarantined, before)
+
+        def publish_quarantine() -> None:
+            fz.write_quarantine(s.name, window.label(), quarantined, run_id)
+            _drop_judged_elsewhere(fz, s.name, window.label(), before, norm, run_id)
+
         _publish(settings, state, fz, report, v, window=window, quarantine_read=v.counts["read"],
-                 publish_quarantine=lambda: fz.write_quarantine(
-                     s.name, window.label(), quarantined, run_id))
+                 publish_quarantine=publish_quarantine)
         report.message = f"verified {report.published} records, quarantined {report.quarantined}"
         return report
     except BaseException as exc:
@@ -189,20 +198,43 @@ def _counts(r: VerifyReport) -> dict[str, Any]:
 
 
 def _keep_first_quarantined(new: pa.Table, old: pa.Table) -> pa.Table:
-    """``first_quarantined_at`` stays what it was for a record quarantined before."""
+    """``first_quarantined_at`` stays what it was for a record quarantined before (in any
+    window's file: the earliest)."""
     if new.num_rows == 0 or old.num_rows == 0:
         return new
-    first = dict(zip(
-        (f"{a}/{b}" for a, b in zip(old["statement_id"].to_pylist(),
-                                    old["raw_sha256"].to_pylist(), strict=True)),
-        old["first_quarantined_at"].to_pylist(), strict=True))
-    keys = [f"{a}/{b}" for a, b in zip(new["statement_id"].to_pylist(),
-                                       new["raw_sha256"].to_pylist(), strict=True)]
-    at = [first.get(k, t) for k, t in zip(keys, new["first_quarantined_at"].to_pylist(),
-                                          strict=True)]
+    first: dict[str, datetime] = {}
+    for k, t in zip(_key(old).to_pylist(), old["first_quarantined_at"].to_pylist(), strict=True):
+        if k not in first or t < first[k]:
+            first[k] = t
+    at = [first.get(k, t) for k, t in zip(_key(new).to_pylist(),
+                                          new["first_quarantined_at"].to_pylist(), strict=True)]
     i = new.column_names.index("first_quarantined_at")
     field_ = new.schema.field(i)
     return new.set_column(i, field_, pa.array(at, field_.type))
+
+
+def _drop_judged_elsewhere(fz: FootprintZones, source: str, label: str, before: pa.Table,
+                           judged: pa.Table, run_id: str) -> None:
+    """Take the records this verification judged out of the other windows' quarantine files.
+
+    Windows overlap (an LRS is read from its watermark minus the lookback, and a run killed
+    before the watermark moved is re-run over a window that ends later, hence has another
+    label): a record judged again now is verified, quarantined in this window's file, a
+    duplicate or a void, and must not also stay in the file of the window that judged it first.
+    """
+    if before.num_rows == 0 or judged.num_rows == 0:
+        return
+    others = before.filter(pc.not_equal(before["window"], label))
+    if others.num_rows == 0:
+        return
+    keys = _key(judged)
+    hit = pc.is_in(_key(others), value_set=keys)
+    if not pc.any(hit).as_py():
+        return
+    for other in sorted(set(others.filter(hit)["window"].to_pylist())):
+        t = fz.read_quarantine_window(source, other)
+        fz.write_quarantine(source, other, t.filter(pc.invert(pc.is_in(_key(t), value_set=keys))),
+                            run_id)
 
 
 def _publish(
@@ -348,6 +380,7 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
     s = settings.source(report.source)
     roster, catalogue = _reference(settings)
     fz = FootprintZones(settings.storage_root)
+    fz.clean_leftovers(s.name)
     labels = fz.quarantine_windows(s.name)
     files = {label: fz.read_quarantine_window(s.name, label) for label in labels}
     if not files or not any(t.num_rows for t in files.values()):
