@@ -31,6 +31,8 @@ app = typer.Typer(
 lrs_app = typer.Typer(help="The local Learning Record Store (for demos and tests).",
                       no_args_is_help=True)
 app.add_typer(lrs_app, name="lrs")
+receiver_app = typer.Typer(help="The authority's API, locally (for tests).", no_args_is_help=True)
+app.add_typer(receiver_app, name="receiver")
 quarantine_app = typer.Typer(
     help="What did not verify, and why; replay it after a fix (e.g. a roster update).",
     no_args_is_help=True)
@@ -749,6 +751,88 @@ def lrs_serve(
         pass
     finally:
         lrs.stop()
+
+
+@receiver_app.command("serve")
+def receiver_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free one).")] = 8300,
+    db: Annotated[Path, typer.Option(help="SQLite file of everything received (kept across "
+                                     "restarts).")] = Path("data/receiver/receiver.db"),
+    entity: Annotated[str, typer.Option(help="The entity code it serves (?entity=...).")] = (
+        "ONLINE_LEARNING"),
+    username: Annotated[str | None, typer.Option(
+        help="Basic user it accepts.", envvar="FOOTPRINT_RECEIVER_USERNAME",
+        show_envvar=True)] = None,
+    password: Annotated[str | None, typer.Option(
+        help="Basic password it accepts (prefer the environment variable).",
+        envvar="FOOTPRINT_RECEIVER_PASSWORD", show_envvar=True)] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Bearer token it accepts.", envvar="FOOTPRINT_RECEIVER_TOKEN",
+        show_envvar=True)] = None,
+    error_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Fraction of API requests answered 500 or 503.")] = 0.0,
+    rate_limit_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Fraction answered 429 with Retry-After.")] = 0.0,
+    retry_after: Annotated[int, typer.Option(
+        min=0, help="Seconds in the Retry-After of a 429.")] = 1,
+    latency_ms: Annotated[float, typer.Option(
+        min=0.0, help="Delay before every API answer.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Fraction of connections closed without an answer (half of "
+        "them after the request was applied).")] = 0.0,
+    reject_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Fraction of the records of a save answered in failedRecords "
+        "and not stored.")] = 0.0,
+    ignore_field: Annotated[list[str] | None, typer.Option(
+        help="A contract field it treats as unknown, i.e. drops silently (repeatable).")] = None,
+    no_gzip: Annotated[bool, typer.Option(
+        "--no-gzip", help="Answer gzip bodies with 415.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault draws (repeatable "
+                                             "runs).")] = None,
+    verbose: Annotated[bool, typer.Option(help="One line per request on stderr.")] = False,
+) -> None:
+    r"""Run the reference receiver, a local stand-in for the authority's API, until Ctrl-C.
+
+    The Unified Higher Education Platform (ЕПВО) publishes no test system, so this serves the
+    API footprint speaks (pipelines/receiver/API.md) on 127.0.0.1 only, with everything it
+    receives kept in --db (SQLite), so deliver and reconcile can run end to end here.
+
+    It keeps the real API's traps: a save is a full replace (a field left out is stored as
+    null); unknown fields are dropped silently with 200 (read back what you wrote); records
+    that fail come back in failedRecords of a 200; deletes are logical.
+
+    Faults make it a bad day at the authority: 500/503, 429 with Retry-After, slow answers,
+    dropped connections (half of them after the save was applied: the client never hears it
+    succeeded), rejected records, ignored fields (a server on an older contract), no gzip.
+    --seed makes them repeatable; POST /_admin/faults changes them while it runs; GET
+    /_admin/stats counts requests, records and injected faults; GET /health says it is up.
+
+    Credentials: --username/--password or --token; with none, any Basic or Bearer credential
+    passes, but a request without one is 401.
+
+    Example: FOOTPRINT_RECEIVER_USERNAME=980140000005 FOOTPRINT_RECEIVER_PASSWORD=secret
+    footprint receiver serve --drop-rate 0.1 --reject-rate 0.05 --seed 7
+
+    then point footprint.toml at it: \[authority] endpoint = "http://127.0.0.1:8300/isvuz/api/".
+    """
+    import sqlite3
+
+    from pipelines.receiver import Credentials, FaultSettings, FaultSettingsError, ReceiverConfig
+    from pipelines.receiver import serve as run_receiver
+
+    try:
+        faults = FaultSettings().updated({
+            "error_rate": error_rate, "rate_limit_rate": rate_limit_rate,
+            "retry_after": retry_after, "latency_ms": latency_ms, "drop_rate": drop_rate,
+            "reject_rate": reject_rate, "ignore_fields": list(ignore_field or []),
+            "accept_gzip": not no_gzip, "seed": seed})
+        run_receiver(ReceiverConfig(
+            db=db, port=port, entity=entity, faults=faults, verbose=verbose,
+            credentials=Credentials.from_env(username, password, token)))
+    except FaultSettingsError as exc:
+        _err(str(exc), False)
+    except (OSError, sqlite3.Error) as exc:
+        _err(f"the receiver cannot start on 127.0.0.1:{port} with {db}: {exc}", False)
 
 
 def main() -> None:
