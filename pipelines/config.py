@@ -417,8 +417,9 @@ def _authority(a: _Authority, where: str) -> AuthoritySettings | None:
         names = set(re.findall(r"{(\w+)}", getattr(a, f)))
         unknown = names - needed - {"entity"}
         if unknown or needed - names:
-            raise bad(f, f"{getattr(a, f)!r} must use the placeholders "
-                         f"{sorted(needed | {'entity'})} (and no others)")
+            must = "".join(f" {{{n}}}" for n in sorted(needed)) or " no placeholder"
+            raise bad(f, f"{getattr(a, f)!r}: needs{must} and may use {{entity}}; "
+                         f"nothing else")
     endpoint = a.endpoint if a.endpoint.endswith("/") else a.endpoint + "/"
     fields = {f: getattr(a, f) for f in a.__struct_fields__ if f != "endpoint"}
     return AuthoritySettings(endpoint=endpoint, **fields)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,3 +115,46 @@ def test_config_tolerate_profiles_per_source() -> None:
         config.loads(MINIMAL + 'tolerate = ["openedx", "openedx"]\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.tolerate"):
         config.loads(MINIMAL + 'tolerate = "openedx"\n')
+
+
+DELIVERY = MINIMAL + (
+    '[reference]\nroster = "r.csv"\ncatalogue = "c.csv"\n'
+    '[institution]\ncode = "980140000005"\n'
+    '[authority]\nendpoint = "http://127.0.0.1:8300/isvuz/api"\n'
+)
+
+
+def test_config_delivery_sections(tmp_path: Path) -> None:
+    s = config.loads(DELIVERY, tmp_path / "footprint.toml")
+    code, a = s.delivery()
+    assert code == "980140000005"
+    assert a.endpoint == "http://127.0.0.1:8300/isvuz/api/" and a.entity == "ONLINE_LEARNING"
+    assert a.verify_tls and a.gzip and a.readback and a.batch_size == 500
+    creds = a.credentials({"FOOTPRINT_AUTHORITY_USERNAME": "980140000005",
+                           "FOOTPRINT_AUTHORITY_PASSWORD": "p"})
+    assert creds.header()["Authorization"].startswith("Basic ")
+    assert a.credentials({"FOOTPRINT_AUTHORITY_TOKEN": "t"}).header() == {
+        "Authorization": "Bearer t"}
+    with pytest.raises(ConfigError, match="FOOTPRINT_AUTHORITY_USERNAME"):
+        a.credentials({})
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ('[institution]\ncode = "980140000006"\n', "institution.code: '980140000006' is not a BIN"),
+    ('[institution]\ncode = "98014000000"\n', "is not a BIN"),
+    ('[authority]\nendpoint = "ftp://x"\n', "authority.endpoint"),
+    ('[authority]\nendpoint = "http://x/"\nbatch_size = 0\n', "authority.batch_size"),
+    ('[authority]\nendpoint = "http://x/"\nfind_by_id_path = "org-data/find"\n',
+     "authority.find_by_id_path"),
+    ('[authority]\nendpoint = "http://x/"\npassword = "p"\n', "password"),
+])
+def test_config_delivery_errors_name_the_key(tmp_path: Path, section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        config.loads(MINIMAL + section, tmp_path / "footprint.toml")
+
+
+def test_config_delivery_needs_every_section(tmp_path: Path) -> None:
+    s = config.loads(MINIMAL, tmp_path / "footprint.toml")
+    with pytest.raises(ConfigError, match=re.escape(
+            "reference.roster, reference.catalogue, institution.code, authority.endpoint")):
+        s.delivery()

@@ -155,3 +155,11 @@ def test_built_records_validate_against_the_contract() -> None:
 def test_empty_footprint_gives_no_records() -> None:
     schema = contracts.load("verified-footprint", 1).arrow_schema()
     assert R.build_from_table(schema.empty_table(), BIN, TOTALS).records == {}
+
+
+def test_record_id_is_rfc4122_uuid5_of_the_key() -> None:
+    import uuid
+
+    for key in [(BIN, IIN, "ICT101", "2026-09-01/2026-12-31"), (BIN, "050819678641", "Қаз", "x")]:
+        want = uuid.uuid5(R.RECORD_NAMESPACE, "/".join(key))
+        assert R.record_id(*key) == str(want) and want.version == 5

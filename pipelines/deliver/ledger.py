@@ -10,9 +10,10 @@ Three tables in the state database (:mod:`pipelines.store.state`):
   ``pending`` when the next run starts belonged to a run that died mid-request and becomes
   ``interrupted`` — the next run re-sends current content for its records, never the old payload;
 - ``footprint_delivery_records``: per record id, the content hash the footprint last built (with
-  when it first did: the record's ``updated_at``), the hash last sent, the hash last read back
-  from the authority (``acked_hash``), and a status: ``new``, ``sent`` (awaiting read-back),
-  ``delivered``, ``failed`` (with the authority's reason) or ``deleted``.
+  when it first did: the record's ``updated_at``), the hash last read back from the authority
+  (``acked_hash``), the last batch that touched it, and a status: ``new`` (built, not yet
+  confirmed), ``delivered``, ``failed`` (with the authority's reason) or ``deleted``. Which
+  records a request carried is in its batch row (``record_ids``).
 
 A record is *unchanged* only when its built hash equals its acknowledged hash and it is
 ``delivered``; anything else is sent again, so a crash at any point leaves at worst a record that
@@ -47,7 +48,6 @@ class LedgerRecord:
     record_id: str
     built_hash: str | None
     built_at: datetime | None
-    sent_hash: str | None
     acked_hash: str | None
     status: str
     reason: str | None
@@ -128,10 +128,10 @@ class Ledger:
     # -- records ----------------------------------------------------------------------------------
     def records(self) -> dict[str, LedgerRecord]:
         t = delivery_records
-        q = sa.select(t.c.record_id, t.c.built_hash, t.c.built_at, t.c.sent_hash,
-                      t.c.acked_hash, t.c.status, t.c.reason)
+        q = sa.select(t.c.record_id, t.c.built_hash, t.c.built_at, t.c.acked_hash,
+                      t.c.status, t.c.reason)
         with self.engine.connect() as c:
-            return {r[0]: LedgerRecord(r[0], r[1], _utc(r[2]), r[3], r[4], r[5], r[6])
+            return {r[0]: LedgerRecord(r[0], r[1], _utc(r[2]), r[3], r[4], r[5])
                     for r in c.execute(q)}
 
     def status_counts(self) -> dict[str, int]:
@@ -172,8 +172,8 @@ class Ledger:
              batch_id: str | None = None, reason: str | None = None) -> None:
         """Set the status of records; ``items`` are (record id, hash or per-record reason).
 
-        ``sent``: hash is the content sent; ``delivered``: hash is the content read back;
-        ``failed``: the second item is the reason; ``deleted``: the second item is ignored.
+        ``delivered``: hash is the content read back; ``failed``: the second item is the
+        reason; ``deleted``: the second item is ignored.
         """
         now = datetime.now(UTC)
         t = delivery_records
@@ -181,14 +181,12 @@ class Ledger:
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if batch_id is not None:
             values["last_batch_id"] = batch_id
-        if status == "sent":
-            values.update(sent_hash=sa.bindparam("v"), reason=None)
-        elif status == "delivered":
+        if status == "delivered":
             values.update(acked_hash=sa.bindparam("v"), acked_at=now, reason=None)
         elif status == "failed":
             values.update(reason=sa.bindparam("v"))
         elif status == "deleted":
-            values.update(acked_hash=None, acked_at=now, sent_hash=None,
+            values.update(acked_hash=None, acked_at=now,
                           reason=reason or "no verified evidence left: deleted logically")
         else:
             raise ValueError(f"unknown delivery record status {status!r}")
@@ -199,6 +197,19 @@ class Ledger:
         with self.engine.begin() as c:
             for chunk in _chunks(params):
                 c.execute(stmt, chunk)
+
+
+    def mark_delivered_as_built(self, record_ids: Sequence[str], batch_size: int = 500) -> None:
+        """Mark records delivered with their built content (read back equal to it): one
+        statement per chunk of ids instead of one per record."""
+        now = datetime.now(UTC)
+        t = delivery_records
+        stmt = (sa.update(t).where(t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+                .values(acked_hash=t.c.built_hash, acked_at=now, status="delivered",
+                        reason=None, updated_at=now))
+        with self.engine.begin() as c:
+            for i in range(0, len(record_ids), batch_size):
+                c.execute(stmt, {"ids": list(record_ids[i:i + batch_size])})
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

@@ -81,8 +81,17 @@ def grade(score: float | None) -> tuple[str | None, float | None]:
     return "F", 0.0
 
 
+_NS = RECORD_NAMESPACE.bytes
+
+
 def record_id(institution: str, iin: str, discipline: str, period: str) -> str:
-    return str(uuid.uuid5(RECORD_NAMESPACE, f"{institution}/{iin}/{discipline}/{period}"))
+    """uuid5(RECORD_NAMESPACE, key), computed as RFC 4122 says, without uuid.UUID's overhead."""
+    b = bytearray(hashlib.sha1(_NS + f"{institution}/{iin}/{discipline}/{period}".encode(),
+                               usedforsecurity=False).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _types(prop: dict[str, Any]) -> set[str]:
@@ -93,19 +102,23 @@ def _types(prop: dict[str, Any]) -> set[str]:
 _NUMBERS = frozenset(n for n, p in CONTRACT.fields.items() if "number" in _types(p))
 
 
+_SORTED = tuple(sorted(HASHED))
+
+
 def canonical(record: dict[str, Any]) -> dict[str, Any]:
-    """The hashed fields of a record, numbers as floats (a server may answer ``3`` for ``3.0``)."""
-    body = {k: record.get(k) for k in HASHED}
+    """The hashed fields of a record in sorted order, numbers as floats (a server may answer
+    ``3`` for ``3.0``)."""
+    get = record.get
+    body = {k: get(k) for k in _SORTED}
     for k in _NUMBERS:
-        v = body.get(k)
-        if isinstance(v, int) and not isinstance(v, bool):
+        v = body[k]
+        if v.__class__ is int:
             body[k] = float(v)
     return body
 
 
 def content_hash(record: dict[str, Any]) -> str:
-    body = canonical(record)
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(orjson.dumps(canonical(record))).hexdigest()
 
 
 def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
@@ -181,6 +194,9 @@ def build_from_table(table: pa.Table, institution: str,
     scores = {k: round(sum(vs) / len(vs), 2) for k, vs in score.items() if vs}
 
     records: dict[str, dict[str, Any]] = {}
+    last_at = pc.strftime(base["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
+                          format="%Y-%m-%dT%H:%M:%SZ")
+    base = base.append_column("_last_at", last_at)
     cols = base.to_pydict()
     for i in range(base.num_rows):
         iin, disc = cols["iin"][i], cols["discipline_code"][i]
@@ -222,7 +238,7 @@ def build_from_table(table: pa.Table, institution: str,
             "letter_grade": letter,
             "gpa_points": points,
             "completion_status": "completed" if total and done >= total else "in_progress",
-            "last_activity_at": iso_utc(cols["timestamp_max"][i]),
+            "last_activity_at": cols["_last_at"][i],
             "statement_count": cols["verb_id_count"][i],
             "source_systems": sorted(cols["source_distinct"][i]),
         }
@@ -254,8 +270,8 @@ def _latest_per_activity(t: pa.Table, column: str) -> dict[tuple[str, ...], list
     return out
 
 
-def with_updated_at(record: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
-    """The whole record as sent: every contract field, in contract order."""
-    out = {k: record[k] for k in FIELDS if k != "updated_at"}
-    out["updated_at"] = iso_utc(updated_at)
-    return {k: out[k] for k in FIELDS}
+def with_updated_at(record: dict[str, Any], updated_at: datetime | str) -> dict[str, Any]:
+    """The whole record as sent: every contract field, in contract order (``record`` is built
+    in contract order, ``updated_at`` is the contract's last field)."""
+    stamp = updated_at if isinstance(updated_at, str) else iso_utc(updated_at)
+    return {**record, "updated_at": stamp}

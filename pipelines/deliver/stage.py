@@ -74,6 +74,7 @@ class DeliveryReport:
     interrupted_batches: int = 0
     gzip: bool = True
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
     failures: list[dict[str, str]] = field(default_factory=list)  # first 20
     error: str | None = None
 
@@ -109,10 +110,14 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
     try:
         with state.lock("deliver"):
             ledger = Ledger(state)
+            t = time.perf_counter()
             built = build_records(settings)
+            report.phases["build"] = round(time.perf_counter() - t, 3)
             report.records, report.statements = len(built), built.statements
+            t = time.perf_counter()
             known = ledger.records()
             new, changed, unchanged, gone = _classify(built, known)
+            report.phases["compare"] = round(time.perf_counter() - t, 3)
             report.new, report.changed, report.deleted = len(new), len(changed), len(gone)
             report.unchanged = len(unchanged)
             if dry_run:
@@ -149,7 +154,6 @@ def _classify(built: R.Built, known: dict[str, LedgerRecord]
     for rid, rec in built.records.items():
         led = known.get(rid)
         if led is None or led.status == "deleted" or (led.acked_hash is None
-                                                       and led.sent_hash is None
                                                        and led.status == "new"):
             new.append(rid)
         elif led.status == "delivered" and led.acked_hash == rec["content_hash"]:
@@ -172,6 +176,7 @@ class _Run:
         self.seq = 0
         self.sent: dict[str, str] = {}  # record id -> hash sent and not failed
         self.final_failed: dict[str, str] = {}
+        self._stamps: dict[datetime, str] = {}
 
     def run(self, to_send: list[str], gone: list[str]) -> None:
         self.report.interrupted_batches = self.ledger.interrupt_stale(self.report.run_id)
@@ -185,9 +190,12 @@ class _Run:
         self.ledger.mark_built(stamps, self.known)
         self.updated_at = {rid: at for rid, _, at in stamps}
         crashpoint("deliver-built")
-        self._save_all(sorted(to_send))
-        self._delete_all(gone)
-        self._read_back()
+        for name, step in (("send", lambda: self._save_all(sorted(to_send))),
+                           ("delete", lambda: self._delete_all(gone)),
+                           ("read_back", self._read_back)):
+            t = time.perf_counter()
+            step()
+            self.report.phases[name] = round(time.perf_counter() - t, 3)
         self.report.failed = len(self.final_failed)
         self.report.failures = [{"record_id": r, "reason": why}
                                 for r, why in sorted(self.final_failed.items())[:20]]
@@ -196,7 +204,10 @@ class _Run:
     def _payload(self, rid: str) -> dict[str, Any]:
         led = self.known.get(rid)
         at = self.updated_at.get(rid) or (led.built_at if led and led.built_at else self.now)
-        return R.with_updated_at(self.built.records[rid], at)
+        stamp = self._stamps.get(at)
+        if stamp is None:
+            stamp = self._stamps[at] = R.iso_utc(at)
+        return R.with_updated_at(self.built.records[rid], stamp)
 
     def _save_all(self, rids: list[str]) -> None:
         size = self.a.batch_size
@@ -235,7 +246,8 @@ class _Run:
         refused = {f.index: f.reason for f in answer.failed if f.index >= 0}
         ok = [(r, p["content_hash"]) for i, (r, p) in enumerate(zip(rids, payload, strict=True))
               if i not in refused]
-        self.ledger.mark("sent", ok, batch_id)
+        # per record, the ledger learns the fate at read-back (delivered or failed); until then
+        # the batch row says what was sent, so a crash here costs a re-send, nothing else
         for r, h in ok:
             self.sent[r] = h
             self.final_failed.pop(r, None)
@@ -283,7 +295,7 @@ class _Run:
         if not self.sent:
             return
         if not self.a.readback:
-            self.ledger.mark("delivered", list(self.sent.items()))
+            self.ledger.mark_delivered_as_built(list(self.sent))
             return
         crashpoint("deliver-before-readback")
         held: dict[str, dict[str, Any] | None] = {}
@@ -313,6 +325,6 @@ class _Run:
             self.report.read_back_mismatches += 1
             failed.append((rid, why))
             self.final_failed[rid] = why
-        self.ledger.mark("delivered", delivered)
+        self.ledger.mark_delivered_as_built([rid for rid, _ in delivered])
         self.ledger.mark("failed", failed)
         crashpoint("deliver-after-readback")

@@ -17,8 +17,7 @@ each run did, and who is running now. It is small and written in short transacti
   with its counts and quality verdict;
 - ``delivery_runs``, ``delivery_batches``, ``delivery_records``: the delivery ledger (paragraph
   29): every run, every request sent to the authority (records, payload hash, attempts, status,
-  answer) and, per delivered record, the content last built, last sent and last acknowledged
-  (read back) — see :mod:`pipelines.deliver.ledger`. The ledger keys records by ``record_id``
+  answer) and, per delivered record, the content last built and last acknowledged (read back) — see :mod:`pipelines.deliver.ledger`. The ledger keys records by ``record_id``
   (a uuid5) and holds no IIN.
 
 The same code runs on SQLite (the embedded default) and PostgreSQL (production), through any
@@ -150,10 +149,9 @@ delivery_records = sa.Table(
     sa.Column("record_id", sa.String(64), primary_key=True),
     sa.Column("built_hash", sa.String(64)),  # content the footprint last gave
     sa.Column("built_at", sa.DateTime(timezone=True)),  # when that content was first built
-    sa.Column("sent_hash", sa.String(64)),  # content last sent (2xx, not failed)
     sa.Column("acked_hash", sa.String(64)),  # content read back from the authority
     sa.Column("acked_at", sa.DateTime(timezone=True)),
-    # new (never sent), sent (awaiting read-back), delivered, failed, deleted
+    # new (built, not confirmed), delivered (read back equal), failed, deleted
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("last_batch_id", sa.String(64)),

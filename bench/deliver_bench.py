@@ -1,0 +1,199 @@
+"""Delivery bench: N delivered records (default 100,000) to the local reference receiver.
+
+Rows, all measured in this run on this machine:
+
+1. ``raw POST``: the same payloads footprint sends (whole records, JSON arrays of ``batch_size``),
+   posted by a bare httpx client to a fresh receiver, one batch after another, no ledger, no
+   read-back: the receiver's own rate, the baseline (1.00).
+2. ``footprint deliver``: ``pipelines.deliver.stage.deliver`` against another fresh receiver:
+   build the records from the verified zone, compare with the ledger, write each batch to the
+   ledger before sending it, send (gzip as configured), close it with the answer, read
+   everything back by paged reads and mark it delivered. Ratio to raw: target >= 0.70.
+3. ``footprint deliver, nothing changed``: the second run (build + compare; nothing to send).
+
+The verified zone is synthetic: N (learner, discipline) pairs with 2 verified statements each,
+written straight into ``verified/`` so that the bench measures delivery alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BIN = "980140000005"
+DISCIPLINES = 8
+ACTIVITIES = 6
+
+
+def make_footprint(n: int, root: Path, gen: Path) -> None:
+    """A verified zone with n records (n // DISCIPLINES learners x DISCIPLINES disciplines)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines import contracts
+    from pipelines.iin import make_iin
+
+    schema = contracts.load("verified-footprint", 1).arrow_schema(with_partitions=False)
+    learners = -(-n // DISCIPLINES)
+    iins, birth = [], datetime(2005, 1, 1).date()
+    serial = 0
+    while len(iins) < learners:
+        serial += 1
+        try:
+            iins.append(make_iin(birth + timedelta(days=serial % 3000), serial % 2 == 0,
+                                 serial % 10000))
+        except ValueError:
+            continue
+    gen.mkdir(parents=True, exist_ok=True)
+    with (gen / "catalogue.csv").open("w", encoding="utf-8") as f:
+        f.write("activity_id,discipline_code,credits,period_start,period_end,format\n")
+        for d in range(DISCIPLINES):
+            for a in range(ACTIVITIES):
+                f.write(f"https://lms.example.kz/d{d}/a{a},D{d:03d},5,2026-09-01,2026-12-31,"
+                        f"asynchronous\n")
+    (gen / "roster.csv").write_text(
+        "iin,student_id,lms_account,email,programme_code,group,status\n", encoding="utf-8")
+    rows = {k: [] for k in schema.names}  # type: ignore[var-annotated]
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    k = 0
+    for i in range(n):
+        iin, d = iins[i // DISCIPLINES], i % DISCIPLINES
+        for j in range(2):
+            k += 1
+            act = f"https://lms.example.kz/d{d}/a{(i + j) % ACTIVITIES}"
+            for col, v in (
+                ("record_id", f"r{k}"), ("statement_id", f"00000000-0000-4000-8000-{k:012d}"),
+                ("iin", iin), ("student_id", f"{i // DISCIPLINES:08d}"),
+                ("programme_code", "6B06102"), ("group", "ИС-23-1"),
+                ("discipline_code", f"D{d:03d}"), ("credits", 5),
+                ("period_start", "2026-09-01"), ("period_end", "2026-12-31"),
+                ("activity_id", act), ("matched_activity_id", act),
+                ("verb_id", "http://adlnet.gov/expapi/verbs/" + ("completed", "passed")[j]),
+                ("object_definition_type", None), ("learning_format", "asynchronous"),
+                ("learning_mode", "distance"), ("score_scaled", None), ("score_raw", None),
+                ("score_min", None), ("score_max", None),
+                ("score_percent", float(50 + (i * 7 + j) % 50) if j else None),
+                ("success", True if j else None), ("completion", True),
+                ("duration_seconds", 600.0), ("registration", None),
+                ("timestamp", t0 + timedelta(seconds=k)), ("stored", t0 + timedelta(seconds=k)),
+                ("warnings", []), ("raw_sha256", "0" * 64), ("run_id", "bench"),
+                ("verified_at", t0),
+            ):
+                rows[col].append(v)
+    table = pa.Table.from_pydict(rows, schema=schema)
+    out = root / "verified" / "source=bench" / "date=2026-10-01"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "part-0.parquet")
+
+
+def write_config(folder: Path, root: Path, gen: Path, endpoint: str, batch: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "footprint.toml"
+    p.write_text(
+        f'[storage]\nroot = "{root}"\n[state]\nurl = "sqlite:///{folder / "state.db"}"\n'
+        f'[reference]\nroster = "{gen / "roster.csv"}"\ncatalogue = "{gen / "catalogue.csv"}"\n'
+        f'[institution]\ncode = "{BIN}"\n'
+        f'[authority]\nendpoint = "{endpoint}"\nbatch_size = {batch}\n', encoding="utf-8")
+    return p
+
+
+def raw_post(endpoint: str, bodies: list[bytes]) -> float:
+    import httpx
+
+    t = time.perf_counter()
+    with httpx.Client(base_url=endpoint, auth=(BIN, "bench"), timeout=120,
+                      headers={"Content-Type": "application/json"}) as c:
+        for body in bodies:
+            r = c.post("org-data/list/save?entity=ONLINE_LEARNING", content=body)
+            r.raise_for_status()
+            assert not r.json()["failedRecords"]
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=100_000,
+                    help="delivered records (default 100,000)")
+    ap.add_argument("--batch", type=int, default=500, help="records per save (default 500)")
+    ap.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
+    a = ap.parse_args()
+
+    import orjson
+
+    from pipelines import config
+    from pipelines.deliver import records as R
+    from pipelines.deliver.stage import build_records, deliver
+    from pipelines.local.receiver import LocalReceiver
+
+    os.environ["FOOTPRINT_AUTHORITY_USERNAME"] = BIN
+    os.environ["FOOTPRINT_AUTHORITY_PASSWORD"] = "bench"
+    work = a.work or Path(tempfile.mkdtemp(prefix="fp-deliver-bench-"))
+    print(f"work folder: {work}", file=sys.stderr)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        t = time.perf_counter()
+        make_footprint(a.records, work / "data", work / "gen")
+        rows.append((f"synthetic verified zone, {a.records:,} records",
+                     f"{time.perf_counter() - t:.1f} s", "", "2 statements per record"))
+
+        with LocalReceiver(work / "rcv-raw") as rcv:
+            s = config.load(write_config(work / "raw", work / "data", work / "gen",
+                                         rcv.endpoint, a.batch))
+            built = build_records(s)
+            now = datetime.now(UTC)
+            payload = [R.with_updated_at(r, now) for r in built.records.values()]
+            bodies = [orjson.dumps(payload[i:i + a.batch])
+                      for i in range(0, len(payload), a.batch)]
+            print("raw POST ...", file=sys.stderr)
+            raw_s = raw_post(rcv.endpoint, bodies)
+        raw_rate = len(payload) / raw_s
+        rows.append((f"raw POST to the receiver, {len(payload):,}", f"{raw_rate:,.0f} rec/s",
+                     "1.00 (baseline)", f"{len(bodies)} batches of {a.batch}, "
+                     f"{sum(map(len, bodies)) / 2**20:,.1f} MiB JSON, {raw_s:.1f} s"))
+
+        with LocalReceiver(work / "rcv-ours") as rcv:
+            s = config.load(write_config(work / "ours", work / "data", work / "gen",
+                                         rcv.endpoint, a.batch))
+            print("footprint deliver ...", file=sys.stderr)
+            t = time.perf_counter()
+            rep = deliver(s)
+            ours_s = time.perf_counter() - t
+            assert rep.failed == 0 and rep.new == len(payload), rep
+            rate = rep.new / ours_s
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in rep.phases.items())
+            rows.append((f"footprint deliver, {rep.new:,} new", f"{rate:,.0f} rec/s",
+                         f"{rate / raw_rate:.2f} of raw (target >= 0.70)",
+                         f"{ours_s:.1f} s ({phases}); "
+                         f"{rep.batches} batches, gzip {'on' if rep.gzip else 'off'}, "
+                         f"read back {rep.read_back:,}"))
+            t = time.perf_counter()
+            again = deliver(s)
+            dt = time.perf_counter() - t
+            assert again.unchanged == len(payload) and again.sent == 0
+            rows.append(("footprint deliver, nothing changed", f"{len(payload) / dt:,.0f} rec/s",
+                         "", f"{dt:.1f} s: build + compare, nothing sent"))
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    head = ("measure", "rate", "ratio", "notes")
+    w = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    line = "  ".join(h.ljust(w[i]) for i, h in enumerate(head))
+    print(line.rstrip())
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
