@@ -27,6 +27,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: paragraphs are re-wrapped to the terminal and [sections] stay visible
+    rich_markup_mode=None,
 )
 lrs_app = typer.Typer(help="The local Learning Record Store (for demos and tests).",
                       no_args_is_help=True)
@@ -586,8 +588,12 @@ def deliver(
     stops (authority unreachable, credentials refused) or leaves records failed; run it again:
     it resumes from the ledger.
 
-    Example: FOOTPRINT_AUTHORITY_USERNAME=980140000005 FOOTPRINT_AUTHORITY_PASSWORD=... \
-    footprint deliver --dry-run
+    \b
+    Example:
+      export FOOTPRINT_AUTHORITY_USERNAME=980140000005 FOOTPRINT_AUTHORITY_PASSWORD=...
+      footprint deliver --dry-run     # what would go
+      footprint deliver               # send it
+      footprint reconcile             # prove the authority's copy equals the footprint
     """
     settings = _settings(config, as_json)
     from pipelines.config import ConfigError
@@ -791,7 +797,7 @@ def receiver_serve(
                                              "runs).")] = None,
     verbose: Annotated[bool, typer.Option(help="One line per request on stderr.")] = False,
 ) -> None:
-    r"""Run the reference receiver, a local stand-in for the authority's API, until Ctrl-C.
+    """Run the reference receiver, a local stand-in for the authority's API, until Ctrl-C.
 
     The Unified Higher Education Platform (ЕПВО) publishes no test system, so this serves the
     API footprint speaks (pipelines/receiver/API.md) on 127.0.0.1 only, with everything it
@@ -810,10 +816,13 @@ def receiver_serve(
     Credentials: --username/--password or --token; with none, any Basic or Bearer credential
     passes, but a request without one is 401.
 
-    Example: FOOTPRINT_RECEIVER_USERNAME=980140000005 FOOTPRINT_RECEIVER_PASSWORD=secret
-    footprint receiver serve --drop-rate 0.1 --reject-rate 0.05 --seed 7
-
-    then point footprint.toml at it: \[authority] endpoint = "http://127.0.0.1:8300/isvuz/api/".
+    \b
+    Example:
+      export FOOTPRINT_RECEIVER_USERNAME=980140000005 FOOTPRINT_RECEIVER_PASSWORD=secret
+      footprint receiver serve --drop-rate 0.1 --reject-rate 0.05 --seed 7
+    and in footprint.toml:
+      [authority]
+      endpoint = "http://127.0.0.1:8300/isvuz/api/"
     """
     import sqlite3
 

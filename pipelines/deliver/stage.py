@@ -24,10 +24,12 @@ next run ends in the same authority state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +38,7 @@ import orjson
 
 from pipelines.config import Settings
 from pipelines.deliver import records as R
-from pipelines.deliver.authority import AuthorityClient, AuthorityError
+from pipelines.deliver.authority import AuthorityClient, AuthorityError, SaveAnswer
 from pipelines.deliver.ledger import Ledger, LedgerRecord
 from pipelines.faults import crashpoint
 from pipelines.store.footprint import FootprintZones
@@ -165,6 +167,24 @@ def _classify(built: R.Built, known: dict[str, LedgerRecord]
     return new, changed, unchanged, gone
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    batch_id: str
+    rids: list[str]
+    payload: list[dict[str, Any]]
+    body: bytes
+
+
+def _done(call: Callable[..., SaveAnswer], *args: Any) -> Future[SaveAnswer]:
+    """Run ``call`` now and hand its outcome over as a finished future."""
+    fut: Future[SaveAnswer] = Future()
+    try:
+        fut.set_result(call(*args))
+    except Exception as exc:
+        fut.set_exception(exc)
+    return fut
+
+
 class _Run:
     def __init__(self, settings: Settings, ledger: Ledger, client: AuthorityClient,
                  report: DeliveryReport, built: R.Built, known: dict[str, LedgerRecord],
@@ -210,16 +230,40 @@ class _Run:
         return R.with_updated_at(self.built.records[rid], stamp)
 
     def _save_all(self, rids: list[str]) -> None:
+        """Save in batches, one request in flight while the next batch is prepared.
+
+        The next batch's payload, its hash and its ``pending`` ledger row are made while the
+        authority answers the previous one (the ledger row is still written before its request
+        leaves); answers are recorded in order. Refused records are then retried one by one.
+        """
         size = self.a.batch_size
         retry: list[tuple[str, str]] = []
-        for i in range(0, len(rids), size):
-            chunk = rids[i:i + size]
-            retry.extend(self._save(chunk, "save"))
-            self.progress("save", min(i + size, len(rids)), len(rids))
+        inflight: tuple[_Prepared, Future[SaveAnswer]] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="deliver-send") as pool:
+            try:
+                for i in range(0, len(rids), size):
+                    prep = self._prepare(rids[i:i + size], "save")
+                    crashpoint("deliver-before-send")
+                    fut = pool.submit(self.client.save, prep.payload, prep.body)
+                    if inflight is not None:
+                        retry.extend(self._finish(*inflight))
+                        self.progress("save", i, len(rids))
+                    inflight = (prep, fut)
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    retry.extend(self._finish(*done))
+                    self.progress("save", len(rids), len(rids))
+            except BaseException:
+                if inflight is not None:  # record the fate of the request still in flight
+                    with contextlib.suppress(Exception):
+                        self._finish(*inflight)
+                raise
         for rid, reason in retry:
             for _ in range(1, self.a.record_attempts):
                 self.report.record_retries += 1
-                again = self._save([rid], "retry")
+                prep = self._prepare([rid], "retry")
+                crashpoint("deliver-before-send")
+                again = self._finish(prep, _done(self.client.save, prep.payload, prep.body))
                 if not again:
                     break
                 reason = again[0][1]
@@ -227,8 +271,7 @@ class _Run:
                 self.final_failed[rid] = reason
                 self.ledger.mark("failed", [(rid, reason)])
 
-    def _save(self, rids: list[str], kind: str) -> list[tuple[str, str]]:
-        """Send one batch; returns (record id, reason) of the records the authority refused."""
+    def _prepare(self, rids: list[str], kind: str) -> _Prepared:
         payload = [self._payload(r) for r in rids]
         body = orjson.dumps(payload)
         batch_id = str(uuid.uuid4())
@@ -236,13 +279,17 @@ class _Run:
         self.ledger.batch_pending(batch_id, self.report.run_id, self.seq, kind, rids,
                                   hashlib.sha256(body).hexdigest())
         self.report.batches += 1
-        crashpoint("deliver-before-send")
+        return _Prepared(batch_id, rids, payload, body)
+
+    def _finish(self, prep: _Prepared, fut: Future[SaveAnswer]) -> list[tuple[str, str]]:
+        """Record one batch's answer; returns (record id, reason) of the refused records."""
         try:
-            answer = self.client.save(payload, body)
+            answer = fut.result()
         except AuthorityError as exc:
-            self.ledger.batch_done(batch_id, "failed", self.a.max_attempts, str(exc))
+            self.ledger.batch_done(prep.batch_id, "failed", self.a.max_attempts, str(exc))
             raise
         crashpoint("deliver-after-send")
+        rids, payload = prep.rids, prep.payload
         refused = {f.index: f.reason for f in answer.failed if f.index >= 0}
         ok = [(r, p["content_hash"]) for i, (r, p) in enumerate(zip(rids, payload, strict=True))
               if i not in refused]
@@ -253,7 +300,7 @@ class _Run:
             self.final_failed.pop(r, None)
         self.report.sent += len(ok)
         status = "acknowledged" if not refused else ("partial" if ok else "failed")
-        self.ledger.batch_done(batch_id, status, answer.attempts,
+        self.ledger.batch_done(prep.batch_id, status, answer.attempts,
                                {"savedRecords": answer.saved,
                                 "failedRecords": [asdict(f) for f in answer.failed][:50]})
         crashpoint("deliver-after-ledger")

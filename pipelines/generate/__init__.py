@@ -1,6 +1,7 @@
 """Synthetic university and xAPI statement generator (deterministic by seed)."""
 
 from pipelines.iin import has_valid_checksum, iin_check_digit, is_valid_iin, make_iin
+
 from .statements import KINDS, GeneratedLine, TroubleShares, generate_statements
 from .university import (
     Discipline,

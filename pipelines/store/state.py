@@ -17,8 +17,9 @@ each run did, and who is running now. It is small and written in short transacti
   with its counts and quality verdict;
 - ``delivery_runs``, ``delivery_batches``, ``delivery_records``: the delivery ledger (paragraph
   29): every run, every request sent to the authority (records, payload hash, attempts, status,
-  answer) and, per delivered record, the content last built and last acknowledged (read back) — see :mod:`pipelines.deliver.ledger`. The ledger keys records by ``record_id``
-  (a uuid5) and holds no IIN.
+  answer) and, per delivered record, the content last built and last acknowledged (read back);
+  see :mod:`pipelines.deliver.ledger`. The ledger keys records by ``record_id`` (a uuid5) and
+  holds no IIN.
 
 The same code runs on SQLite (the embedded default) and PostgreSQL (production), through any
 SQLAlchemy URL; timestamps are stored timezone-aware and always returned in UTC.
