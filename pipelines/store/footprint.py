@@ -84,6 +84,19 @@ class FootprintZones:
         flt = (ds.field("source") == source) if source else None
         return dataset.to_table(filter=flt).select(schema.names)
 
+    def verified_bodies(self, source: str, ids: pa.Array) -> pa.Table:
+        """``statement_id``, ``raw_sha256``, ``stored`` and ``timestamp`` of the source's
+        verified rows with one of ``ids`` (only these columns are read, filtered as they are)."""
+        cols = ["statement_id", "raw_sha256", "stored", "timestamp"]
+        schema = VERIFIED.arrow_schema()
+        base = self.verified / f"source={source}"
+        if len(ids) == 0 or not any(base.glob("date=*/*.parquet")):
+            return pa.schema([schema.field(c) for c in cols]).empty_table()
+        part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        dataset = ds.dataset(base, format="parquet", partitioning=part,
+                             schema=pa.schema([f for f in schema if f.name != "source"]))
+        return dataset.to_table(columns=cols, filter=ds.field("statement_id").isin(ids))
+
     def merge_verified(self, source: str, rows: pa.Table, window: Window | None,
                        remove_ids: Collection[str], run_id: str) -> int:
         """Publish ``rows`` (verified-footprint rows of ``source``, with ``date``).

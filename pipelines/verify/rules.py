@@ -35,7 +35,10 @@ Reason codes (stable, kebab-case; ``RULES`` holds them with their meaning):
   measured in seconds (years or months, e.g. ``P1M``) on an otherwise valid statement.
 - ``conflicting-duplicate``: the statement id was seen in the input with another body
   (``raw_sha256``). The first one (earliest ``stored``, then input order) is the statement, as an
-  LRS keeps the first and answers 409 to the rest; every other body is quarantined.
+  LRS keeps the first and answers 409 to the rest; every other body is quarantined. With
+  ``held`` (the bodies that already hold an id outside the input: an earlier run verified it, or
+  quarantined it for another reason) the held body is the statement and every other body of that
+  id in the input is quarantined, so two bodies of one id never both reach the verified set.
 
 Timestamps: a row without ``timestamp`` uses ``stored`` (xAPI: the LRS sets a missing timestamp
 to stored). Warning codes never block, they are attached to the verified row:
@@ -158,7 +161,7 @@ RULES: dict[str, str] = {
     IMPLAUSIBLE_SCORE: "score.raw outside [min, max], score.scaled outside [-1, 1], or max <= min",
     IMPLAUSIBLE_DURATION: "result.duration negative, over 24 hours, or not measurable in seconds",
     CONFLICTING_DUPLICATE: "the statement id was seen with another body (raw_sha256); the first "
-    "one is the statement",
+    "one (earliest stored, or the one an earlier run verified or quarantined) is the statement",
     CMI5_COMPLETED_TWICE: "warning: a second cmi5 completed in one registration for one AU",
     CMI5_PASSED_TWICE: "warning: a second cmi5 passed in one registration for one AU",
     CMI5_FAILED_AFTER_PASSED: "warning: a cmi5 failed after a passed in one registration for one "
@@ -258,6 +261,7 @@ class RawStatements:
     def __init__(self, raw: Mapping[str, bytes] | pa.Table) -> None:
         self._dict: Mapping[str, bytes] | None = None
         self._views: dict[str, memoryview] = {}
+        self.order: list[str | None] = []  # a table's raw_sha256 per row, in table order
         if not isinstance(raw, pa.Table):
             self._dict = raw
             return
@@ -268,6 +272,7 @@ class RawStatements:
             shas = raw["raw_sha256"].to_pylist()
         else:
             shas = [hashlib.sha256(v).hexdigest() for v in views]
+        self.order = shas
         self._views = {s: v for s, v in zip(shas, views, strict=True) if s is not None}
 
     def get(self, sha: str) -> bytes | memoryview | None:
@@ -551,6 +556,23 @@ def _duplicates(
     return dup, conflict
 
 
+def _held_conflicts(sid: pa.Array, sha: pa.Array, dup: np.ndarray, conflict: dict[int, str],
+                    held: Mapping[str, str]) -> None:
+    """Where an id is held by a body outside the input, that body wins: every other body of
+    the id (not an exact copy of one already counted) becomes a conflict, the held one none."""
+    rows = pc.indices_nonzero(
+        pc.fill_null(pc.is_in(sid, value_set=pa.array(list(held), _STR)), False)).to_pylist()
+    if not rows:
+        return
+    sel = pa.array(rows, pa.int64())
+    for r, i, s in zip(rows, pc.take(sid, sel).to_pylist(), pc.take(sha, sel).to_pylist(),
+                       strict=True):
+        if s == held[i]:
+            conflict.pop(r, None)
+        elif not dup[r]:
+            conflict[r] = held[i]
+
+
 def _validate(
     shas: list[str], raws: RawStatements, version: str, tolerate: Collection[str]
 ) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
@@ -638,6 +660,7 @@ def verify(
     xapi_version: str = "1.0.3",
     local_offset: timedelta = LOCAL_OFFSET,
     tolerate: Collection[str] = (),
+    held: Mapping[str, str] | None = None,
 ) -> Verification:
     """Verify normalised statements against xAPI, the roster and the catalogue.
 
@@ -649,6 +672,8 @@ def verify(
     written into every output row. ``xapi_version``: the rules for statements without their own
     ``version``. ``tolerate``: the validator's tolerance profiles (``PROFILES``) this source's
     statements are judged with; a row valid only thanks to one carries ``tolerated-deviation``.
+    ``held``: statement id -> ``raw_sha256`` of the body that holds that id outside this input
+    (of the same source): a row of the id with another body is a ``conflicting-duplicate``.
     Pure: the same arguments give the same tables.
     """
     now = _utc(now, "now")
@@ -679,6 +704,8 @@ def verify(
 
     # -- duplicates, voids, xAPI validity
     dup, conflict = _duplicates(key, sha, stored)
+    if held:
+        _held_conflicts(sid, sha, dup, conflict, held)
     live = ~dup
     shas_live = pc.unique(sha).to_pylist()  # an exact duplicate has its kept row's sha
     problems, tolerated = _validate(shas_live, raws, xapi_version, tolerate)

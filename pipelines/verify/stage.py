@@ -24,6 +24,14 @@ A kill at any point of step 4 is repaired by running again (``tests/test_verify_
 ``replay_quarantine`` re-verifies what is in quarantine (after a roster or catalogue fix): what
 verifies now is published and leaves quarantine once; the rest stays with its updated reasons.
 
+One statement id with two bodies (``conflicting-duplicate``): the id belongs to the first body
+received, the earliest ``stored`` among the bodies judged together, else the body an earlier run
+verified or quarantined for another reason (:func:`_held`); every other body is quarantined and
+replay never releases it (:func:`replay_quarantine`), so the verified footprint never holds two
+bodies of one id. The normalised zone keeps one row per id and day, so a second body stored the
+same day is taken back from the window's raw zone to be judged (``VerifyReport.recovered``;
+ingestion counted it among its duplicates).
+
 Both judge xAPI validity with the source's ``tolerate`` profiles (``SourceSettings.tolerate``), so
 adding ``tolerate = ["openedx"]`` to a source and replaying releases the Open edX statements that
 were quarantined as ``xapi-invalid`` only for a tolerated deviation (they then carry the warning
@@ -49,10 +57,11 @@ from pipelines.faults import crashpoint
 from pipelines.sources.base import Window
 from pipelines.store.footprint import FootprintZones
 from pipelines.store.state import StateStore
-from pipelines.store.zones import Zones, in_window
+from pipelines.store.zones import RAW_SCHEMA, Zones, in_window
 from pipelines.verify.reference import Catalogue, Roster, load_catalogue, load_roster
-from pipelines.verify.rules import CONFLICTING_DUPLICATE, Verification, verify
+from pipelines.verify.rules import CONFLICTING_DUPLICATE, RawStatements, Verification, verify
 from pipelines.verify.voiding import Void, VoidChange, apply_voids
+from pipelines.xapi.normalise import PageData, normalise_batch
 
 SKIPPED_MESSAGE = (
     "verification skipped: set [reference] roster and catalogue in the configuration to verify"
@@ -89,6 +98,10 @@ class VerifyReport:
     pending_voids: int = 0  # voids of the source still waiting for their target
     void_warnings: list[str] = field(default_factory=list)
     replayed: int = 0  # replay: records that left quarantine
+    # bodies the normalised zone did not keep (another body of an id it keeps in the same date
+    # partition, counted there among the duplicates) but judged here: part of read
+    recovered: int = 0
+    conflicts_held: int = 0  # replay: conflicting bodies not replayed (part of quarantined)
     quality: dict[str, Any] | None = None
     quality_results: str | None = None
     data_docs: str | None = None
@@ -127,13 +140,88 @@ def storage_date(table: pa.Table) -> pa.Table:
     return table.set_column(i, table.schema.field(i), day)
 
 
-def _raw_of_window(root: Zones, source: str, window: Window) -> pa.Table:
+def _raw_of_window(root: Zones, source: str, window: Window,
+                   columns: tuple[str, ...] = ("raw",)) -> pa.Table:
+    """The raw zone's statements of the window that were normalised (``columns`` of them)."""
     folder = root.source_dir(root.raw, source) / f"window={window.label()}"
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
-        return pa.table({"raw": pa.array([], pa.binary())})
-    t = pa.concat_tables(pq.read_table(f, columns=["raw", "status"]) for f in files)
-    return t.filter(pc.equal(t["status"], "normalised")).select(["raw"])
+        return RAW_SCHEMA.empty_table().select(list(columns))
+    t = pa.concat_tables(pq.read_table(f, columns=[*columns, "status"]) for f in files)
+    return t.filter(pc.equal(t["status"], "normalised")).select(list(columns))
+
+
+def _normalise(source: str, norm_schema: pa.Schema, pages: list[PageData],
+               run_id: str) -> pa.Table:
+    """Normalised rows (``norm_schema``, with ``source`` and ``date``) for raw statements."""
+    if not pages:
+        return norm_schema.empty_table()
+    rows = normalise_batch(source, run_id, pages).rows
+    rows = rows.append_column("source", pa.repeat(pa.scalar(source, pa.string()), rows.num_rows))
+    return storage_date(rows.select(norm_schema.names).cast(norm_schema))
+
+
+def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table, raw: pa.Table,
+                    raws: RawStatements) -> pa.Table:
+    """The window's statements whose body the normalised zone did not keep, normalised again.
+
+    The normalised zone keeps one row per statement id and date partition: of two bodies of one
+    id stored the same day it keeps the first read and counts the other as a duplicate. An
+    exact copy is one, another body is a conflict and must be judged (and quarantined), so the
+    bodies missing from ``norm`` are taken back from the window's raw zone.
+    """
+    if raw.num_rows <= norm.num_rows:
+        return norm.schema.empty_table()  # nothing was dropped (the usual case)
+    missing = pc.invert(pc.is_in(pa.array(raws.order, pa.string()),
+                                 value_set=norm["raw_sha256"]))
+    if not pc.any(missing).as_py():
+        return norm.schema.empty_table()  # exact copies only
+    rows = pc.indices_nonzero(missing)
+    meta = _raw_of_window(zones, source, window,
+                          ("fetch_ref", "fetch_index", "fetched_at", "run_id")).take(rows)
+    seen: set[str] = set()
+    pages: list[PageData] = []
+    for i, ref, index, at in zip(rows.to_pylist(), meta["fetch_ref"].to_pylist(),
+                                 meta["fetch_index"].to_pylist(),
+                                 meta["fetched_at"].to_pylist(), strict=True):
+        sha = raws.order[i]
+        body = raws.get(sha) if sha is not None else None
+        if sha is None or body is None or sha in seen:
+            continue
+        seen.add(sha)
+        pages.append(([bytes(body)], ref, at, [index]))
+    return _normalise(source, norm.schema, pages, meta["run_id"][0].as_py())
+
+
+def _held(fz: FootprintZones, source: str, judged: pa.Table, window: Window | None,
+          quarantine: pa.Table | None = None, label: str | None = None) -> dict[str, str]:
+    """Statement id -> the body (raw_sha256) that holds it outside what is judged now.
+
+    The first body received holds an id: the body in the verified zone outside the window (any
+    window for a replay), else a body quarantined for another reason than a conflict in another
+    window's file (it may verify after a replay). Another body of such an id is a
+    ``conflicting-duplicate`` (:func:`pipelines.verify.rules.verify`).
+    """
+    if judged.num_rows == 0:
+        return {}
+    ids = pc.unique(judged["statement_id"])
+    held: dict[str, str] = {}
+    if quarantine is not None and quarantine.num_rows:
+        q = quarantine.filter(pc.fill_null(pc.is_in(quarantine["statement_id"], value_set=ids),
+                                           False))
+        if q.num_rows:
+            q = q.filter(pc.and_(
+                pc.invert(_has_reason(q, CONFLICTING_DUPLICATE)),
+                pc.invert(pc.is_in(_key(q), value_set=_key(judged)))))
+            if label is not None:
+                q = q.filter(pc.not_equal(q["window"], label))
+            held.update(zip(q["statement_id"].to_pylist(), q["raw_sha256"].to_pylist(),
+                            strict=True))
+    v = fz.verified_bodies(source, ids)
+    if window is not None and v.num_rows:
+        v = v.filter(pc.invert(in_window(v, window)))
+    held.update(zip(v["statement_id"].to_pylist(), v["raw_sha256"].to_pylist(), strict=True))
+    return held
 
 
 def verify_window(settings: Settings, source_name: str, window: Window,
@@ -156,16 +244,23 @@ def verify_window(settings: Settings, source_name: str, window: Window,
         zones = Zones(settings.storage_root)
         norm = zones.read_normalised(s.name, window)
         raw = _raw_of_window(zones, s.name, window)
-        now = datetime.now(UTC)
-        try:
-            v = verify(norm, raw, roster, catalogue, now=now, run_id=run_id, verified_at=now,
-                       source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate)
-        except ValueError as exc:
-            raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
-                              f"{exc}", report) from exc
+        raws = RawStatements(raw)
+        dropped = _dropped_bodies(zones, s.name, window, norm, raw, raws)
+        if dropped.num_rows:
+            norm = pa.concat_tables([norm, dropped])
+        report.recovered = dropped.num_rows
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
         before = fz.read_quarantine(s.name)
+        held = _held(fz, s.name, norm, window, before, window.label())
+        now = datetime.now(UTC)
+        try:
+            v = verify(norm, raws, roster, catalogue, now=now, run_id=run_id, verified_at=now,
+                       source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate,
+                       held=held)
+        except ValueError as exc:
+            raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
+                              f"{exc}", report) from exc
         quarantined = _keep_first_quarantined(v.quarantined, before)
 
         def publish_quarantine() -> None:
@@ -193,7 +288,7 @@ def verify_window(settings: Settings, source_name: str, window: Window,
 
 def _counts(r: VerifyReport) -> dict[str, Any]:
     keys = ("read", "verified", "quarantined", "duplicates", "voiding", "published", "voided",
-            "replayed", "quarantined_by_reason")
+            "replayed", "recovered", "conflicts_held", "quarantined_by_reason")
     return {k: getattr(r, k) for k in keys}
 
 
@@ -240,14 +335,24 @@ def _drop_judged_elsewhere(fz: FootprintZones, source: str, label: str, before: 
 def _publish(
     settings: Settings, state: StateStore, fz: FootprintZones, report: VerifyReport,
     v: Verification, *, window: Window | None, quarantine_read: int,
-    publish_quarantine: Any,
+    publish_quarantine: Any, held_back: pa.Table | None = None,
 ) -> None:
-    """Voids, the quality check, then (if it passed) the state database and the zones."""
+    """Voids, the quality check, then (if it passed) the state database and the zones.
+
+    ``held_back``: quarantined records read but not judged (a replay's conflicting bodies); they
+    count as read and quarantined.
+    """
     source, run_id = report.source, report.run_id
     c = v.counts
     report.read, report.verified, report.quarantined = c["read"], c["verified"], c["quarantined"]
     report.duplicates, report.voiding = c["duplicates"], c["voiding"]
     report.quarantined_by_reason = dict(c["quarantined_by_reason"])
+    if held_back is not None and held_back.num_rows:
+        report.read += held_back.num_rows
+        report.quarantined += held_back.num_rows
+        for reasons in held_back["reasons"].to_pylist():
+            for r in reasons or ():
+                report.quarantined_by_reason[r] = report.quarantined_by_reason.get(r, 0) + 1
     report.warnings = {k: n for k, n in v.warnings.items() if n}
     report.tolerated_deviations = dict(c.get("tolerated_deviations", {}))
     report.check_balance()
@@ -347,8 +452,20 @@ def list_quarantine(settings: Settings, reason: str | None = None) -> pa.Table:
 def replay_quarantine(settings: Settings, source_name: str, run_id: str) -> VerifyReport:
     """Re-verify a source's quarantined records; see the module docstring.
 
-    Records quarantined as ``conflicting-duplicate`` are not replayed (the first body is the
-    statement, as the LRS keeps it). Takes the source's ingestion lock.
+    **Conflicting duplicates are never replayed.** A body quarantined as
+    ``conflicting-duplicate`` (its statement id was first received with another body) stays in
+    quarantine, whatever else changed, until a person decides which body is right: the id
+    belongs to the first body received (earliest ``stored``; across runs, the body an earlier
+    run verified or quarantined for another reason), as an LRS keeps the first and answers 409
+    Conflict to the rest. Replay counts such bodies among those that stay (``read`` and
+    ``quarantined``, ``quarantined_by_reason["conflicting-duplicate"]``, ``conflicts_held``),
+    so that read = verified + quarantined + duplicates + voiding still holds. A replayed body
+    whose id the verified footprint already holds with another body becomes such a conflict
+    itself: two bodies of one id never both reach the verified set. The way out of quarantine
+    for a conflict is to correct the source (remove or fix the wrong body) and ingest its window
+    again, which replaces that window's quarantine.
+
+    Takes the source's ingestion lock.
     """
     s = settings.source(source_name)
     report = VerifyReport(source=s.name, run_id=run_id, kind="replay", window=None)
@@ -388,7 +505,9 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
         report.message = "nothing in quarantine"
         return
     q = pa.concat_tables(files.values())
-    replayable = q.filter(pc.invert(_has_reason(q, CONFLICTING_DUPLICATE)))
+    is_conflict = _has_reason(q, CONFLICTING_DUPLICATE)
+    conflicts = q.filter(is_conflict)
+    replayable = q.filter(pc.invert(is_conflict))
     norm = Zones(settings.storage_root).read_normalised(s.name)
     if norm.num_rows and replayable.num_rows:
         norm = norm.filter(pc.is_in(_key(norm), value_set=_key(replayable)))
@@ -396,9 +515,19 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
         norm = norm.slice(0, 0)
     raw = {sha: text.encode("utf-8") for sha, text in zip(
         replayable["raw_sha256"].to_pylist(), replayable["raw"].to_pylist(), strict=True)}
+    # a body the normalised zone does not hold (see _dropped_bodies) is normalised again
+    missing = replayable.filter(pc.invert(pc.is_in(_key(replayable), value_set=_key(norm))))
+    if missing.num_rows:
+        pages: list[PageData] = []
+        for sha, label, at in zip(missing["raw_sha256"].to_pylist(),
+                                  missing["window"].to_pylist(),
+                                  missing["first_quarantined_at"].to_pylist(), strict=True):
+            pages.append(([raw[sha]], f"quarantine/window={label}", at, [0]))
+        norm = pa.concat_tables([norm, _normalise(s.name, norm.schema, pages, report.run_id)])
+    held = _held(fz, s.name, norm, None)
     now = datetime.now(UTC)
     v = verify(norm, raw, roster, catalogue, now=now, run_id=report.run_id, verified_at=now,
-               source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate)
+               source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate, held=held)
     left = set(_key(v.verified).to_pylist()) | set(
         pc.binary_join_element_wise(v.voiding["statement_id"], v.voiding["raw_sha256"], "/")
         .to_pylist())
@@ -424,8 +553,12 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
                 new = new.set_column(i, new.schema.field(i), pa.array(values, new.schema[i].type))
             fz.write_quarantine(s.name, label, new.filter(keep), report.run_id)
 
+    report.conflicts_held = conflicts.num_rows
     _publish(settings, state, fz, report, v, window=None, quarantine_read=v.verified.num_rows,
-             publish_quarantine=publish_quarantine)
+             publish_quarantine=publish_quarantine, held_back=conflicts)
     report.replayed = len(left)
     report.message = (f"{report.replayed} records left quarantine ({report.published} published), "
                       f"{report.quarantined} stay")
+    if report.conflicts_held:
+        report.message += (f", of which {report.conflicts_held} conflicting bodies wait for a "
+                           "person to decide which body is right")
