@@ -4,8 +4,9 @@ clean run's.
 The scenario (a generated university, an xapi-file source, real Parquet zones and a real SQLite
 state database) is ingested in two backfill windows A and B, then the roster is fixed and the
 quarantine replayed. It has a void of an earlier run's record, a void that arrives before its
-target, a void in the same batch as its target, an exact duplicate, a conflicting body and
-learners missing from the roster (released by the replay).
+target, a void in the same batch as its target, an exact duplicate, three conflicting bodies
+(stored two days later, the same day, and in window B for a record of window A) and learners
+missing from the roster (released by the replay).
 
 Each crash point (``FOOTPRINT_CRASH_AT``, :mod:`pipelines.faults`: the process SIGKILLs itself)
 is hit in a child process while verifying window B or replaying; the run is then repeated and
@@ -75,6 +76,14 @@ REPLAY_POINTS = [
 ]
 
 
+def other_body(x: dict[str, Any], stored: datetime) -> dict[str, Any]:
+    """Same id, another body."""
+    y = copy.deepcopy(x)
+    y["result"] = {"completion": True, "duration": "PT7M"}
+    y["stored"] = stored.isoformat().replace("+00:00", "Z")
+    return y
+
+
 @dataclass(frozen=True)
 class Scenario:
     university: Path
@@ -108,11 +117,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         void_of(same, stored_of(same) + timedelta(minutes=1)),  # B voids one of B
         copy.deepcopy(copied),  # an exact copy: same id, same bytes
     ]
-    other = copy.deepcopy(conflicted)  # same id, another body, stored two days later
-    other["result"] = {"completion": True, "duration": "PT7M"}
-    other["stored"] = (stored_of(conflicted) + timedelta(days=2)).isoformat().replace(
-        "+00:00", "Z")
-    extra.append(other)
+    same_day = next(base[i] for i in in_b[60:]
+                    if (stored_of(base[i]) + timedelta(seconds=1)).date()
+                    == stored_of(base[i]).date())
+    extra += [
+        other_body(conflicted, stored_of(conflicted) + timedelta(days=2)),
+        other_body(same_day, stored_of(same_day) + timedelta(seconds=1)),  # same date partition
+        other_body(base[in_a[40]], mid + timedelta(days=1)),  # window B, for a record of A
+    ]
     lines = base + extra
     short, n_missing = drop_student(univ, lines, univ / "roster-short.csv")
     assert 0 < n_missing <= 12
@@ -212,7 +224,7 @@ def clean(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> dict[
     assert len(ids) == len(set(ids))
     assert n == (len(state["verified"]) + len(state["quarantine"]) + scenario.voids
                  + len({x[0] for x in state["void_log"]}))
-    assert [r["reasons"] for r in state["quarantine"]].count(["conflicting-duplicate"]) == 1
+    assert [r["reasons"] for r in state["quarantine"]].count(["conflicting-duplicate"]) == 3
     return {"state": state, "after-A": root / "after-A", "after-B": root / "after-B"}
 
 
