@@ -95,14 +95,16 @@ def make_footprint(n: int, root: Path, gen: Path) -> None:
     pq.write_table(table, out / "part-0.parquet")
 
 
-def write_config(folder: Path, root: Path, gen: Path, endpoint: str, batch: int) -> Path:
+def write_config(folder: Path, root: Path, gen: Path, endpoint: str, batch: int,
+                 extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / "footprint.toml"
     p.write_text(
         f'[storage]\nroot = "{root}"\n[state]\nurl = "sqlite:///{folder / "state.db"}"\n'
         f'[reference]\nroster = "{gen / "roster.csv"}"\ncatalogue = "{gen / "catalogue.csv"}"\n'
         f'[institution]\ncode = "{BIN}"\n'
-        f'[authority]\nendpoint = "{endpoint}"\nbatch_size = {batch}\n', encoding="utf-8")
+        f'[authority]\nendpoint = "{endpoint}"\nbatch_size = {batch}\n{extra}',
+        encoding="utf-8")
     return p
 
 
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000,
                     help="delivered records (default 100,000)")
     ap.add_argument("--batch", type=int, default=500, help="records per save (default 500)")
+    ap.add_argument("--authority", default="",
+                    help="extra [authority] settings for our run, e.g. 'gzip = false'")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     a = ap.parse_args()
 
@@ -163,7 +167,8 @@ def main() -> None:
 
         with LocalReceiver(work / "rcv-ours") as rcv:
             s = config.load(write_config(work / "ours", work / "data", work / "gen",
-                                         rcv.endpoint, a.batch))
+                                         rcv.endpoint, a.batch,
+                                         a.authority.replace("; ", "\n") + "\n"))
             print("footprint deliver ...", file=sys.stderr)
             t = time.perf_counter()
             rep = deliver(s)

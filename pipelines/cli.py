@@ -636,21 +636,25 @@ def reconcile(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="Differences to list (all are counted).")] = 100,
+    no_mark: Annotated[bool, typer.Option("--no-mark", help="Only report: do not mark drifted "
+                                          "records in the ledger.")] = False,
 ) -> None:
     """Read the authority's copy back and report every difference from the verified footprint.
 
     Missing (the footprint gives it, the authority does not hold it), unexpected (the authority
     holds a live record the footprint no longer gives) and different (the fields that differ are
-    named). Changes nothing; exit code 1 on any drift (footprint deliver repairs it).
+    named). Never writes to the authority; marks drifted records in the ledger so that the next
+    footprint deliver re-sends or deletes them (--no-mark: report only). Exit code 1 on drift.
     """
     settings = _settings(config, as_json)
     from pipelines.config import ConfigError
     from pipelines.deliver.authority import AuthorityError
     from pipelines.deliver.reconcile import reconcile as run_reconcile
+    from pipelines.store.state import LockHeld
 
     try:
-        report = run_reconcile(settings, limit=limit)
-    except (ConfigError, AuthorityError) as exc:
+        report = run_reconcile(settings, limit=limit, mark=not no_mark)
+    except (ConfigError, AuthorityError, LockHeld) as exc:
         _err(str(exc), as_json)
     if as_json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
@@ -667,6 +671,9 @@ def reconcile(
         for d in report.drift[:limit]:
             extra = f": {', '.join(d.fields)}" if d.fields else ""
             out.print(f"  {d.kind:<10} {d.record_id}{extra}", highlight=False)
+        if report.marked:
+            out.print(f"{report.marked:,} records marked in the ledger: footprint deliver "
+                      f"repairs them", highlight=False)
     if report.drifted:
         raise typer.Exit(1)
 

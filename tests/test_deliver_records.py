@@ -149,7 +149,10 @@ def test_built_records_validate_against_the_contract() -> None:
                  row(2, iin="050819678641"))
     for rec in recs.values():
         validator.validate(R.with_updated_at(rec, T0))
-    assert list(R.with_updated_at(next(iter(recs.values())), T0)) == list(R.FIELDS)
+    for rec in recs.values():
+        assert set(R.with_updated_at(rec, T0)) == set(R.FIELDS)
+        # the hash made while building equals the canonical hash of what is sent
+        assert R.content_hash(R.with_updated_at(rec, T0)) == rec["content_hash"]
 
 
 def test_empty_footprint_gives_no_records() -> None:

@@ -12,7 +12,9 @@ Three tables in the state database (:mod:`pipelines.store.state`):
 - ``footprint_delivery_records``: per record id, the content hash the footprint last built (with
   when it first did: the record's ``updated_at``), the hash last read back from the authority
   (``acked_hash``), the last batch that touched it, and a status: ``new`` (built, not yet
-  confirmed), ``delivered``, ``failed`` (with the authority's reason) or ``deleted``. Which
+  confirmed), ``delivered``, ``failed`` (with the authority's reason), ``deleted``, or
+  ``drift`` (reconcile found the authority's copy missing, different or unexpected: the next
+  delivery re-sends or deletes it). Which
   records a request carried is in its batch row (``record_ids``).
 
 A record is *unchanged* only when its built hash equals its acknowledged hash and it is
@@ -47,7 +49,6 @@ _CHUNK = 2000
 class LedgerRecord:
     record_id: str
     built_hash: str | None
-    built_at: datetime | None
     acked_hash: str | None
     status: str
     reason: str | None
@@ -128,11 +129,22 @@ class Ledger:
     # -- records ----------------------------------------------------------------------------------
     def records(self) -> dict[str, LedgerRecord]:
         t = delivery_records
-        q = sa.select(t.c.record_id, t.c.built_hash, t.c.built_at, t.c.acked_hash,
-                      t.c.status, t.c.reason)
+        q = sa.select(t.c.record_id, t.c.built_hash, t.c.acked_hash, t.c.status, t.c.reason)
         with self.engine.connect() as c:
-            return {r[0]: LedgerRecord(r[0], r[1], _utc(r[2]), r[3], r[4], r[5])
-                    for r in c.execute(q)}
+            return {r[0]: LedgerRecord(*r) for r in c.execute(q)}
+
+    def built_at(self, record_ids: Sequence[str]) -> dict[str, datetime]:
+        """When the current content of these records was first built (their ``updated_at``)."""
+        t = delivery_records
+        q = sa.select(t.c.record_id, t.c.built_at).where(
+            t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+        out: dict[str, datetime] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(record_ids), 500):
+                for rid, at in c.execute(q, {"ids": list(record_ids[i:i + 500])}):
+                    if at is not None:
+                        out[rid] = _utc(at)  # type: ignore[assignment]
+        return out
 
     def status_counts(self) -> dict[str, int]:
         t = delivery_records
@@ -210,6 +222,32 @@ class Ledger:
         with self.engine.begin() as c:
             for i in range(0, len(record_ids), batch_size):
                 c.execute(stmt, {"ids": list(record_ids[i:i + batch_size])})
+
+
+    def mark_drift(self, record_ids: Sequence[str], reason: str) -> int:
+        """Records reconcile found missing, different or unexpected at the authority: the next
+        delivery re-sends (or deletes) them whatever the ledger believed. Returns how many."""
+        now = datetime.now(UTC)
+        t = delivery_records
+        ids = list(record_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as c:
+            known: set[str] = set()
+            q = sa.select(t.c.record_id).where(
+                t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+            for i in range(0, len(ids), 500):
+                known.update(r[0] for r in c.execute(q, {"ids": ids[i:i + 500]}))
+            upd = (sa.update(t).where(t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+                   .values(status="drift", acked_hash=None, reason=reason, updated_at=now))
+            old = [r for r in ids if r in known]
+            for i in range(0, len(old), 500):
+                c.execute(upd, {"ids": old[i:i + 500]})
+            new = [{"record_id": r, "status": "drift", "reason": reason, "updated_at": now}
+                   for r in ids if r not in known]
+            for chunk in _chunks(new):
+                c.execute(sa.insert(t), chunk)
+        return len(ids)
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

@@ -9,8 +9,10 @@ our entity and institution and reports, per record id:
 - ``unexpected``: the authority holds a live record the footprint no longer gives;
 - ``different``: both hold it, with other content — the fields that differ are named.
 
-It changes nothing (neither the authority nor the ledger); ``footprint deliver`` repairs drift.
-``updated_at`` is not compared (it is when content changed, not content).
+It never writes to the authority. Unless told not to (``mark=False``), it marks every drifted
+record in the ledger (status ``drift``) so that the next ``footprint deliver`` re-sends or deletes
+it even where the ledger believed it delivered: that is how drift gets repaired. ``updated_at``
+is not compared (it is when content changed, not content).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 from pipelines.config import Settings
 from pipelines.deliver import records as R
 from pipelines.deliver.authority import AuthorityClient
+from pipelines.deliver.ledger import Ledger
 from pipelines.deliver.stage import build_records
+from pipelines.store.state import StateStore
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ReconcileReport:
     missing: int = 0
     unexpected: int = 0
     different: int = 0
+    marked: int = 0  # drifted records marked in the ledger for the next delivery
     seconds: float = 0.0
     drift: list[Drift] = field(default_factory=list)  # first 100
 
@@ -55,7 +60,7 @@ class ReconcileReport:
 
 
 def reconcile(settings: Settings, client: AuthorityClient | None = None,
-              limit: int = 100) -> ReconcileReport:
+              limit: int = 100, mark: bool = True) -> ReconcileReport:
     institution, authority = settings.delivery()
     started = time.perf_counter()
     built = build_records(settings)
@@ -64,6 +69,7 @@ def reconcile(settings: Settings, client: AuthorityClient | None = None,
     if client is None:
         client = AuthorityClient(authority, authority.credentials())
     seen: set[str] = set()
+    drifted: list[str] = []
     try:
         for rec in client.find_all():
             if rec.get("institution_code") != institution:
@@ -77,18 +83,30 @@ def reconcile(settings: Settings, client: AuthorityClient | None = None,
             seen.add(rid)
             if want is None:
                 report.unexpected += 1
+                drifted.append(rid)
                 _note(report, Drift(rid, "unexpected"), limit)
             elif R.content_hash(rec) == want["content_hash"]:
                 report.matching += 1
             else:
                 report.different += 1
+                drifted.append(rid)
                 _note(report, Drift(rid, "different", R.differences(want, rec)), limit)
     finally:
         if own:
             client.close()
     for rid in sorted(set(built.records) - seen):
         report.missing += 1
+        drifted.append(rid)
         _note(report, Drift(rid, "missing"), limit)
+    if mark and drifted:
+        state = StateStore(settings.state_url)
+        try:
+            with state.lock("deliver"):
+                report.marked = Ledger(state).mark_drift(
+                    drifted, "reconcile found the authority's copy missing, different or "
+                             "unexpected; the next delivery repairs it")
+        finally:
+            state.close()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -175,103 +175,109 @@ def build_from_table(table: pa.Table, institution: str,
     t = t.append_column("_async_s", pc.if_else(sync, zero, dur))
     t = t.append_column("_online", pc.cast(online, pa.int64()))
     t = t.append_column("_distance", pc.cast(pc.invert(online), pa.int64()))
-    base = t.group_by(_KEYS, use_threads=False).aggregate([
+    g = t.group_by(_KEYS, use_threads=False).aggregate([
         ("verb_id", "count"), ("_sync", "sum"), ("_async", "sum"), ("_sync_s", "sum"),
         ("_async_s", "sum"), ("_online", "sum"), ("_distance", "sum"), ("timestamp", "max"),
         ("credits", "max"), ("programme_code", "last"), ("student_id", "last"),
         ("source", "distinct"),
     ])
-    parts = {
-        "live": _distinct_activities(t, pc.and_(pc.equal(t["verb_id"], ATTENDED), sync)),
-        "completed": _distinct_activities(t, pc.or_kleene(
-            pc.is_in(t["verb_id"], pa.array([COMPLETED, PASSED])),
-            pc.fill_null(t["completion"], False))),
-    }
+    live = _distinct_activities(t, pc.and_(pc.equal(t["verb_id"], ATTENDED), sync), "_live")
+    done = _distinct_activities(t, pc.or_kleene(
+        pc.is_in(t["verb_id"], pa.array([COMPLETED, PASSED])),
+        pc.fill_null(t["completion"], False)), "_done")
+    # per activity the latest outcome and the latest score, then per record key
     outcome = _latest_per_activity(t, "success")
-    score = _latest_per_activity(t, "score_percent")
-    passed = {k: sum(1 for v in vs if v) for k, vs in outcome.items()}
-    failed = {k: sum(1 for v in vs if not v) for k, vs in outcome.items()}
-    scores = {k: round(sum(vs) / len(vs), 2) for k, vs in score.items() if vs}
+    outcome = outcome.append_column("_passed", pc.cast(outcome["success_last"], pa.int64()))
+    assessed = outcome.group_by(_KEYS, use_threads=False).aggregate(
+        [("_passed", "sum"), ("_passed", "count")])
+    scored = _latest_per_activity(t, "score_percent").group_by(_KEYS, use_threads=False) \
+        .aggregate([("score_percent_last", "mean")])
+    # joins take no list columns: carry the sources by row number
+    sources = g["source_distinct"]
+    g = g.drop_columns(["source_distinct"]).append_column(
+        "_row", pa.array(range(g.num_rows), pa.int64()))
+    for part in (live, done, assessed, scored):
+        g = g.join(part, _KEYS, join_type="left outer", use_threads=False)
+    g = g.append_column("source_distinct", sources.take(g["_row"]))
+    last_at = pc.strftime(g["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
+                          format="%Y-%m-%dT%H:%M:%SZ")
+    g = g.append_column("_last_at", last_at)
+    names = ["iin", "discipline_code", "period_start", "period_end", "student_id_last",
+             "programme_code_last", "credits_max", "_sync_sum", "_sync_s_sum", "_async_sum",
+             "_async_s_sum", "_online_sum", "_distance_sum", "_live", "_done", "_passed_sum",
+             "_passed_count", "score_percent_last_mean", "_last_at", "verb_id_count",
+             "source_distinct"]
+    cols = [g[n].to_pylist() for n in names]
 
     records: dict[str, dict[str, Any]] = {}
-    last_at = pc.strftime(base["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
-                          format="%Y-%m-%dT%H:%M:%SZ")
-    base = base.append_column("_last_at", last_at)
-    cols = base.to_pydict()
-    for i in range(base.num_rows):
-        iin, disc = cols["iin"][i], cols["discipline_code"][i]
-        start, end = cols["period_start"][i], cols["period_end"][i]
-        key = (iin, disc, start, end)
+    dumps, sha256 = orjson.dumps, hashlib.sha256
+    totals = activities_per_discipline
+    for (iin, disc, start, end, student, programme, credits, n_sync, s_sync, n_async,
+         s_async, n_online, n_distance, n_live, n_done, n_passed, n_assessed, mean_score,
+         last_at_, n_statements, sources) in zip(*cols, strict=True):
         period = f"{start}/{end}"
-        total = activities_per_discipline.get((disc, start, end), 0)
-        done = parts["completed"].get(key, 0)
-        current = scores.get(key)
+        total = totals.get((disc, start, end), 0)
+        n_done = n_done or 0
+        n_passed = n_passed or 0
+        current = None if mean_score is None else round(mean_score, 2)
         letter, points = grade(current)
-        n_online, n_distance = cols["_online_sum"][i], cols["_distance_sum"][i]
         rid = record_id(institution, iin, disc, period)
+        # the hashed fields in sorted order (the canonical form: numbers are floats already)
         rec: dict[str, Any] = {
-            "record_id": rid,
-            "contract_version": CONTRACT_VERSION,
-            "institution_code": institution,
-            "iin": iin,
-            "discipline_code": disc,
             "academic_period": period,
-            "period_start": start,
-            "period_end": end,
-            "student_id": cols["student_id_last"][i],
-            "programme_code": cols["programme_code_last"][i],
-            "credits": cols["credits_max"][i],
-            "sync_activity_count": cols["_sync_sum"][i],
-            "sync_activity_seconds": round(cols["_sync_s_sum"][i], 2),
-            "async_activity_count": cols["_async_sum"][i],
-            "async_activity_seconds": round(cols["_async_s_sum"][i], 2),
-            "online_activity_count": n_online,
+            "activities_completed": n_done,
+            "activities_total": total,
+            "assessments_failed": (n_assessed or 0) - n_passed,
+            "assessments_passed": n_passed,
+            "async_activity_count": n_async,
+            "async_activity_seconds": round(s_async, 2),
+            "completion_status": "completed" if total and n_done >= total else "in_progress",
+            "contract_version": CONTRACT_VERSION,
+            "credits": credits,
+            "current_score": current,
+            "discipline_code": disc,
             "distance_activity_count": n_distance,
+            "gpa_points": points,
+            "iin": iin,
+            "institution_code": institution,
+            "last_activity_at": last_at_,
             "learning_mode": ("online" if not n_distance else
                               "distance" if not n_online else "mixed"),
-            "live_sessions_attended": parts["live"].get(key, 0),
-            "activities_completed": done,
-            "activities_total": total,
-            "assessments_passed": passed.get(key, 0),
-            "assessments_failed": failed.get(key, 0),
-            "current_score": current,
             "letter_grade": letter,
-            "gpa_points": points,
-            "completion_status": "completed" if total and done >= total else "in_progress",
-            "last_activity_at": cols["_last_at"][i],
-            "statement_count": cols["verb_id_count"][i],
-            "source_systems": sorted(cols["source_distinct"][i]),
+            "live_sessions_attended": n_live or 0,
+            "online_activity_count": n_online,
+            "period_end": end,
+            "period_start": start,
+            "programme_code": programme,
+            "record_id": rid,
+            "source_systems": sorted(sources),
+            "statement_count": n_statements,
+            "student_id": student,
+            "sync_activity_count": n_sync,
+            "sync_activity_seconds": round(s_sync, 2),
         }
-        rec["content_hash"] = content_hash(rec)
+        rec["content_hash"] = sha256(dumps(rec)).hexdigest()
         records[rid] = rec
     return Built(records, table.num_rows)
 
 
-def _distinct_activities(t: pa.Table, mask: pa.Array) -> dict[tuple[str, ...], int]:
-    rows = t.filter(mask)
-    if rows.num_rows == 0:
-        return {}
+def _distinct_activities(t: pa.Table, mask: pa.Array, name: str) -> pa.Table:
+    """Per record key, the distinct matched activities of the rows in ``mask`` (as ``name``)."""
+    rows = t.filter(mask).select([*_KEYS, "matched_activity_id"])
     g = rows.group_by(_KEYS, use_threads=False).aggregate(
-        [("matched_activity_id", "count_distinct")]).to_pydict()
-    return {tuple(g[k][i] for k in _KEYS): g["matched_activity_id_count_distinct"][i]
-            for i in range(len(g["iin"]))}
+        [("matched_activity_id", "count_distinct")])
+    return g.rename_columns([*_KEYS, name])
 
 
-def _latest_per_activity(t: pa.Table, column: str) -> dict[tuple[str, ...], list[Any]]:
-    """Per record key, the latest non-null ``column`` of each activity (``t`` is time-ordered)."""
-    rows = t.filter(pc.is_valid(t[column]))
-    if rows.num_rows == 0:
-        return {}
-    g = rows.group_by([*_KEYS, "matched_activity_id"], use_threads=False).aggregate(
-        [(column, "last")]).to_pydict()
-    out: dict[tuple[str, ...], list[Any]] = {}
-    for i in range(len(g["iin"])):
-        out.setdefault(tuple(g[k][i] for k in _KEYS), []).append(g[f"{column}_last"][i])
-    return out
+def _latest_per_activity(t: pa.Table, column: str) -> pa.Table:
+    """Per record key and activity, the latest non-null ``column`` (``t`` is time-ordered)."""
+    rows = t.filter(pc.is_valid(t[column])).select([*_KEYS, "matched_activity_id", column])
+    return rows.group_by([*_KEYS, "matched_activity_id"], use_threads=False).aggregate(
+        [(column, "last")])
 
 
 def with_updated_at(record: dict[str, Any], updated_at: datetime | str) -> dict[str, Any]:
-    """The whole record as sent: every contract field, in contract order (``record`` is built
-    in contract order, ``updated_at`` is the contract's last field)."""
+    """The whole record as sent: every contract field (``record`` holds all but updated_at;
+    its keys are in the canonical sorted order, which JSON readers do not care about)."""
     stamp = updated_at if isinstance(updated_at, str) else iso_utc(updated_at)
     return {**record, "updated_at": stamp}
