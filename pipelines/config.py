@@ -2,7 +2,10 @@
 
 The file names where things live and which sources to read; it never holds a secret. Credentials
 come from the environment only (``FOOTPRINT_SOURCE_<NAME>_USERNAME`` / ``_PASSWORD`` or ``_TOKEN``,
-where ``<NAME>`` is the source name upper-cased with every other character turned into ``_``).
+where ``<NAME>`` is the source name upper-cased with every other character turned into ``_``), or
+from an Airflow connection a source or ``[authority]`` names (``connection = "<conn_id>"``, read
+from ``AIRFLOW_CONN_<CONN_ID>``, see :mod:`pipelines.connections`). When both are there the
+``FOOTPRINT_*`` variables win: they are the more specific, per-process setting.
 
 Relative paths in the file (storage root, SQLite database, file-source globs) are relative to the
 folder that holds the file, so a configuration means the same thing whatever the working directory.
@@ -58,6 +61,7 @@ class _Source(msgspec.Struct, forbid_unknown_fields=True):
     backoff_cap: float = 60.0
     enabled: bool = True
     tolerate: list[str] = msgspec.field(default_factory=list)
+    connection: str | None = None  # an Airflow connection id (credentials)
 
 
 class _Reference(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,7 +88,8 @@ class _Authority(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: int = 500
     page_size: int = 1000
     gzip: bool = True
-    readback: bool = True
+    readback: Literal["sample", "all", "none"] = "sample"
+    readback_sample: int = 3
     record_attempts: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -92,6 +97,16 @@ class _Authority(msgspec.Struct, forbid_unknown_fields=True):
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     verify_tls: bool = True
+    connection: str | None = None  # an Airflow connection id (credentials)
+
+
+class _Alerts(msgspec.Struct, forbid_unknown_fields=True):
+    webhook: str | None = None
+    email: list[str] = msgspec.field(default_factory=list)
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    email_from: str = "footprint@localhost"
+    timeout: float = 10.0
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -101,6 +116,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
     quality: _Quality = msgspec.field(default_factory=_Quality)
     institution: _Institution = msgspec.field(default_factory=_Institution)
     authority: _Authority = msgspec.field(default_factory=_Authority)
+    alerts: _Alerts = msgspec.field(default_factory=_Alerts)
     sources: list[_Source] = msgspec.field(default_factory=list)
 
 
@@ -140,14 +156,16 @@ class SourceSettings:
     enabled: bool
     # tolerance profiles (pipelines.xapi.validate.PROFILES) for this source's known deviations
     tolerate: tuple[str, ...] = ()
+    connection: str | None = None  # Airflow connection id: AIRFLOW_CONN_<ID> (after the env)
 
     @property
     def env_prefix(self) -> str:
         return "FOOTPRINT_SOURCE_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper()) + "_"
 
-    def credentials(self, environ: dict[str, str] | None = None) -> Credentials:
+    def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
         """Credentials from the environment; a ConfigError naming the variables if none are set."""
-        return env_credentials(self.env_prefix, f"source {self.name!r}", environ)
+        return resolve_credentials(self.env_prefix, f"source {self.name!r}", self.connection,
+                                   environ)
 
 
 def env_credentials(prefix: str, who: str, environ: Mapping[str, str] | None = None
@@ -170,6 +188,32 @@ def env_credentials(prefix: str, who: str, environ: Mapping[str, str] | None = N
     )
 
 
+def resolve_credentials(prefix: str, who: str, connection: str | None,
+                        environ: Mapping[str, str] | None = None) -> Credentials:
+    """``<prefix>TOKEN`` / ``USERNAME`` when set, else the Airflow connection ``connection``."""
+    env = os.environ if environ is None else environ
+    if connection is None or env.get(prefix + "TOKEN") or env.get(prefix + "USERNAME") is not None:
+        return env_credentials(prefix, who, env)
+    from pipelines import connections
+
+    try:
+        conn = connections.from_env(connection, env)
+    except connections.ConnectionValueError as exc:
+        raise ConfigError(f"{who}: connection {connection!r}: {exc}") from None
+    if conn is None:
+        raise ConfigError(
+            f"{who}: no credentials: the connection {connection!r} is configured but "
+            f"{connections.env_name(connection)} is not set (nor {prefix}USERNAME and "
+            f"{prefix}PASSWORD, or {prefix}TOKEN); inside Airflow, define the connection "
+            f"{connection!r}")
+    if conn.token:
+        return Credentials(token=conn.token)
+    if conn.login is not None:
+        return Credentials(username=conn.login, password=conn.password or "")
+    raise ConfigError(f"{who}: the connection {connection!r} has neither a login (HTTP Basic) "
+                      f"nor a password or extra 'token' (bearer)")
+
+
 AUTHORITY_ENV_PREFIX = "FOOTPRINT_AUTHORITY_"
 
 
@@ -186,7 +230,10 @@ class AuthoritySettings:
     batch_size: int = 500
     page_size: int = 1000
     gzip: bool = True
-    readback: bool = True
+    # sample: per batch, readback_sample records are read back by id, and the whole batch when
+    # one differs; all: every record sent; none: the 200 is trusted (reconcile still proves)
+    readback: str = "sample"
+    readback_sample: int = 3
     record_attempts: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -194,9 +241,22 @@ class AuthoritySettings:
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     verify_tls: bool = True
+    connection: str | None = None  # Airflow connection id: AIRFLOW_CONN_<ID> (after the env)
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
-        return env_credentials(AUTHORITY_ENV_PREFIX, "authority", environ)
+        return resolve_credentials(AUTHORITY_ENV_PREFIX, "authority", self.connection, environ)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """``[alerts]``: where a failed task is reported besides the log (webhook and/or email)."""
+
+    webhook: str | None = None
+    email: tuple[str, ...] = ()
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    email_from: str = "footprint@localhost"
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +273,7 @@ class Settings:
     institution_code: str | None = None  # [institution] code: the university's BIN
     institution_name: str | None = None
     authority: AuthoritySettings | None = None  # [authority]: delivery runs when set
+    alerts: AlertSettings | None = None  # [alerts]: failure notifications besides the log
 
     def delivery(self) -> tuple[str, AuthoritySettings]:
         """(institution code, authority settings), or a ConfigError saying what to add."""
@@ -341,6 +402,8 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
                 raise bad("tolerate", f"{name!r} is not a tolerance profile; known: {known}")
         if len(set(s.tolerate)) != len(s.tolerate):
             raise bad("tolerate", "a profile is listed twice")
+        if s.connection is not None and not _CONN_ID_RE.match(s.connection):
+            raise bad("connection", _CONN_ID_WHY.format(s.connection))
         try:
             lookback = parse_duration(s.lookback)
         except ValueError as exc:
@@ -356,6 +419,7 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
                 connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                 max_attempts=s.max_attempts, backoff_base=s.backoff_base,
                 backoff_cap=s.backoff_cap, enabled=s.enabled, tolerate=tuple(s.tolerate),
+                connection=s.connection,
             )
         )
     root = Path(raw.storage.root)
@@ -383,6 +447,7 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         raise ConfigError(f"{where}: institution.code: {inst.code!r} is not a BIN (12 digits "
                           f"whose last is the IIN/BIN check digit)")
     authority = _authority(raw.authority, where)
+    alerts = _alerts(raw.alerts, where)
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
         batch_statements=raw.storage.batch_statements,
@@ -390,6 +455,7 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
         sources=tuple(sources), roster=ref_path(ref.roster),
         catalogue=ref_path(ref.catalogue), data_docs=raw.quality.data_docs,
         institution_code=inst.code, institution_name=inst.name, authority=authority,
+        alerts=alerts,
     )
 
 
@@ -399,12 +465,16 @@ def _authority(a: _Authority, where: str) -> AuthoritySettings | None:
 
     if a.endpoint is None:
         return None
+    if a.connection is not None and not _CONN_ID_RE.match(a.connection):
+        raise bad("connection", _CONN_ID_WHY.format(a.connection))
     if not a.endpoint.startswith(("http://", "https://")):
         raise bad("endpoint", f"{a.endpoint!r} must be an http:// or https:// URL")
     if not 1 <= a.batch_size <= 10_000:
         raise bad("batch_size", f"{a.batch_size} must be between 1 and 10000")
     if not 1 <= a.page_size <= 10_000:
         raise bad("page_size", f"{a.page_size} must be between 1 and 10000")
+    if a.readback_sample < 1:
+        raise bad("readback_sample", "must be at least 1")
     if a.max_attempts < 1 or a.record_attempts < 1:
         raise bad("max_attempts" if a.max_attempts < 1 else "record_attempts",
                   "must be at least 1")
@@ -423,6 +493,36 @@ def _authority(a: _Authority, where: str) -> AuthoritySettings | None:
     endpoint = a.endpoint if a.endpoint.endswith("/") else a.endpoint + "/"
     fields = {f: getattr(a, f) for f in a.__struct_fields__ if f != "endpoint"}
     return AuthoritySettings(endpoint=endpoint, **fields)
+
+
+_CONN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$")  # = connections.CONN_ID_RE
+_CONN_ID_WHY = ("{!r} is not an Airflow connection id (letters, digits, '_', '.', '-'); its "
+                "credentials are read from AIRFLOW_CONN_<ID upper-cased>")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _alerts(a: _Alerts, where: str) -> AlertSettings | None:
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: alerts.{field}: {why}")
+
+    if a.webhook is not None and not a.webhook.startswith(("http://", "https://")):
+        raise bad("webhook", f"{a.webhook!r} must be an http:// or https:// URL (it receives "
+                             f"a JSON POST per failed task)")
+    for addr in a.email:
+        if not _EMAIL_RE.match(addr):
+            raise bad("email", f"{addr!r} is not an email address")
+    if not _EMAIL_RE.match(a.email_from):
+        raise bad("email_from", f"{a.email_from!r} is not an email address")
+    if not 1 <= a.smtp_port <= 65535:
+        raise bad("smtp_port", f"{a.smtp_port} is not a TCP port")
+    if not a.smtp_host:
+        raise bad("smtp_host", "must not be empty")
+    if a.timeout <= 0:
+        raise bad("timeout", "must be a positive number of seconds")
+    if a.webhook is None and not a.email:
+        return None
+    return AlertSettings(webhook=a.webhook, email=tuple(a.email), smtp_host=a.smtp_host,
+                         smtp_port=a.smtp_port, email_from=a.email_from, timeout=a.timeout)
 
 
 def _explain(msg: str) -> str:
