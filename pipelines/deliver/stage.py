@@ -180,20 +180,18 @@ _SAMPLED_OK: dict[str, Any] = {}  # marks a record whose batch's sample read bac
 
 
 def _sample(batch: list[str], records: dict[str, dict[str, Any]], k: int) -> list[str]:
-    """The records of a batch to read back: first and last, then, greedily, records carrying a
-    value in a field no pick has a value in yet (an authority that ignores a field can only be
-    caught where the field holds something), then evenly spaced ones up to ``k``."""
+    """The records of a batch to read back: first and last, then for every field the first
+    record holding a value in it (an authority that ignores a field can only be caught where
+    the field holds something), then evenly spaced ones up to ``k``."""
     if len(batch) <= k:
         return list(batch)
-    filled = {r: frozenset(f for f, v in records[r].items() if v is not None and v != [])
-              for r in batch}
     picks = [batch[0], batch[-1]]
-    covered = filled[batch[0]] | filled[batch[-1]]
-    wanted = frozenset().union(*filled.values())
-    while covered != wanted:
-        best = max(batch, key=lambda r: len(filled[r] - covered))
-        picks.append(best)
-        covered |= filled[best]
+    for f in R.FIELDS:
+        if any(records[r].get(f) not in (None, []) for r in picks):
+            continue
+        hit = next((r for r in batch if records[r].get(f) not in (None, [])), None)
+        if hit is not None:
+            picks.append(hit)
     step = len(batch) / max(k - 1, 1)
     i = 1
     while len(set(picks)) < k and i < k:
