@@ -500,7 +500,10 @@ def quarantine_replay(
     """Re-verify quarantined records (after a roster or catalogue fix).
 
     Records that verify now are published to the verified footprint and leave quarantine once;
-    the others stay, with their reasons as they are now.
+    the others stay, with their reasons as they are now. Conflicting duplicates (another body
+    of a statement id that already has one) are never released by a replay: the first body
+    received owns the id, and the conflict waits until a person corrects the source and the
+    window is ingested again; the report counts them as conflicts_held.
     """
     import uuid
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -197,6 +198,11 @@ class AuthorityClient:
         except httpx.TimeoutException as exc:
             raise RetriableAuthorityError(url, f"timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__,
+                                                                    ssl.SSLCertVerificationError):
+                raise FatalAuthorityError(
+                    url, f"the server's TLS certificate is not trusted ({exc}); if the authority "
+                         f"uses a private CA, point SSL_CERT_FILE at its certificate") from exc
             raise RetriableAuthorityError(
                 url, f"connection failed or dropped ({type(exc).__name__}: {exc})") from exc
         self.stats.bytes_sent += len(content or b"")
