@@ -475,3 +475,42 @@ def test_payload_hash_in_ledger_matches_what_was_sent(
     sent = {hashlib.sha256(b).hexdigest() for b in tap.bodies}
     assert {b["payload_sha256"] for b in batches if b["kind"] == "save"} == sent
     assert all(b["status"] == "acknowledged" and b["attempts"] == 1 for b in batches)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_cli_deliver_dry_run_deliver_reconcile_ledger(
+        scenario: Scenario, receiver: LocalReceiver, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    s = settings_for(scenario, 1, tmp_path / "cfg", receiver)
+    cfg = ["--config", str(s.path), "--json"]
+    run = CliRunner().invoke
+    want = len(expected(scenario, 1))
+
+    dry = run(app, ["deliver", "--dry-run", *cfg])
+    assert dry.exit_code == 0, dry.output
+    doc = orjson.loads(dry.stdout)
+    assert {k: doc[k] for k in ("new", "changed", "deleted", "unchanged", "failed")} == {
+        "new": want, "changed": 0, "deleted": 0, "unchanged": 0, "failed": 0}
+    assert oracle.receiver_records(receiver.endpoint, (BIN, AUTH[
+        "FOOTPRINT_AUTHORITY_PASSWORD"])) == {}  # a dry run sends nothing
+
+    drift = run(app, ["reconcile", "--no-mark", *cfg])
+    assert drift.exit_code == 1 and orjson.loads(drift.stdout)["missing"] == want
+
+    done = run(app, ["deliver", *cfg])
+    assert done.exit_code == 0, done.output
+    assert orjson.loads(done.stdout)["new"] == want
+
+    ok = run(app, ["reconcile", *cfg])
+    assert ok.exit_code == 0 and orjson.loads(ok.stdout)["drifted"] == 0
+
+    book = orjson.loads(run(app, ["ledger", "--failed", *cfg]).stdout)
+    assert book["records"] == {"delivered": want} and book["failed"] == []
+    assert book["runs"][0]["status"] == "succeeded"
+    assert {b["status"] for b in book["batches"]} == {"acknowledged"}
+
+    human = run(app, ["ledger", "--config", str(s.path)])
+    assert human.exit_code == 0 and "acknowledged" in human.output
