@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -159,10 +159,23 @@ def catalogue_totals(entries: Iterable[Any]) -> dict[tuple[str, str, str], int]:
     return out
 
 
+_AGG_COLUMNS = ["iin", "discipline_code", "period_start", "period_end", "student_id_last",
+                "programme_code_last", "credits_max", "_sync_sum", "_sync_s_sum", "_async_sum",
+                "_async_s_sum", "_online_sum", "_distance_sum", "_live", "_done", "_passed_sum",
+                "_passed_count", "score_percent_last_mean", "_last_at", "verb_id_count",
+                "source_distinct"]
+
+
 def build_from_table(table: pa.Table, institution: str,
                      activities_per_discipline: dict[tuple[str, str, str], int]) -> Built:
+    recs = iter_records(aggregate(table), institution, activities_per_discipline)
+    return Built({r["record_id"]: r for r in recs}, table.num_rows)
+
+
+def aggregate(table: pa.Table) -> pa.Table:
+    """The Arrow part of the build: one row per record key with every figure it needs."""
     if table.num_rows == 0:
-        return Built({}, 0)
+        return pa.table({n: pa.array([], pa.null()) for n in _AGG_COLUMNS})
     t = table.select(_COLUMNS)
     t = t.take(pc.sort_indices(t, [("timestamp", "ascending"), ("source", "ascending")]))
     sync = pc.equal(t["learning_format"], "synchronous")
@@ -202,14 +215,23 @@ def build_from_table(table: pa.Table, institution: str,
     last_at = pc.strftime(g["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
                           format="%Y-%m-%dT%H:%M:%SZ")
     g = g.append_column("_last_at", last_at)
-    names = ["iin", "discipline_code", "period_start", "period_end", "student_id_last",
-             "programme_code_last", "credits_max", "_sync_sum", "_sync_s_sum", "_async_sum",
-             "_async_s_sum", "_online_sum", "_distance_sum", "_live", "_done", "_passed_sum",
-             "_passed_count", "score_percent_last_mean", "_last_at", "verb_id_count",
-             "source_distinct"]
-    cols = [g[n].to_pylist() for n in names]
+    return g.select(_AGG_COLUMNS)
 
-    records: dict[str, dict[str, Any]] = {}
+
+def iter_records(agg: pa.Table, institution: str,
+                 activities_per_discipline: dict[tuple[str, str, str], int],
+                 slice_rows: int = 2000) -> Iterator[dict[str, Any]]:
+    """The delivered records of :func:`aggregate`'s rows, made a slice at a time (so a caller
+    can send the first ones while the rest are still being made)."""
+    for start_row in range(0, agg.num_rows, slice_rows):
+        part = agg.slice(start_row, slice_rows)
+        yield from _records(part, institution, activities_per_discipline)
+
+
+def _records(g: pa.Table, institution: str,
+             activities_per_discipline: dict[tuple[str, str, str], int]
+             ) -> Iterator[dict[str, Any]]:
+    cols = [g[n].to_pylist() for n in _AGG_COLUMNS]
     dumps, sha256 = orjson.dumps, hashlib.sha256
     totals = activities_per_discipline
     for (iin, disc, start, end, student, programme, credits, n_sync, s_sync, n_async,
@@ -257,8 +279,7 @@ def build_from_table(table: pa.Table, institution: str,
             "sync_activity_seconds": round(s_sync, 2),
         }
         rec["content_hash"] = sha256(dumps(rec)).hexdigest()
-        records[rid] = rec
-    return Built(records, table.num_rows)
+        yield rec
 
 
 def _distinct_activities(t: pa.Table, mask: pa.Array, name: str) -> pa.Table:

@@ -2,20 +2,24 @@
 
 One run, under the ``deliver`` lock:
 
-1. build every delivered record from the verified footprint (:mod:`pipelines.deliver.records`);
-2. compare with the ledger (:mod:`pipelines.deliver.ledger`): **new** (never acknowledged),
-   **changed** (acknowledged with another content, or sent/failed and not confirmed since),
-   **unchanged** (the authority acknowledged exactly this content), **deleted** (the ledger knows
-   it, the footprint no longer gives it: voided, or its learner or discipline left);
-3. close what a dead run left open (``pending`` batches become ``interrupted``);
-4. stamp ``updated_at`` (when the content first appeared) in the ledger, then save new and
-   changed records in batches: each batch is written to the ledger as ``pending`` *before* it is
-   sent, then closed with the answer; ``failedRecords`` are retried one record at a time up to
-   ``record_attempts`` and otherwise kept as ``failed`` with the authority's reason;
-5. delete logically what has no evidence left;
-6. read back what was sent (paged reads, or one by one for a few records): a record counts as
-   delivered only when the authority holds exactly its content, because unknown fields are
-   ignored silently; a difference leaves it ``failed`` with the fields that differ.
+1. aggregate the verified footprint per learner x discipline x period (Arrow,
+   :func:`pipelines.deliver.records.aggregate`) and load the ledger
+   (:mod:`pipelines.deliver.ledger`); close what a dead run left open (``pending`` batches
+   become ``interrupted``);
+2. make the records a slice at a time and compare each with the ledger as it comes: **new**
+   (never acknowledged), **changed** (acknowledged with another content, or not confirmed
+   since), **unchanged** (the authority acknowledged exactly this content);
+3. save new and changed records in batches while the rest are still being made, one request in
+   flight: each batch's content and its first-built time (the records' ``updated_at``) are
+   stamped in the ledger and its ``pending`` batch row written *before* it is sent, then the
+   row is closed with the answer; ``failedRecords`` are retried one record at a time up to
+   ``record_attempts`` and otherwise kept ``failed`` with the authority's reason;
+4. delete logically what the ledger knows and the footprint no longer gives (voided, or its
+   learner or discipline left): **deleted**;
+5. read back (``[authority] readback``): by default a field-covering sample of each batch right
+   after its save, and the whole batch when the sample differs; a record counts as delivered
+   only when the authority holds exactly its content, because unknown fields are ignored
+   silently; a difference leaves it ``failed`` with the fields that differ.
 
 Crash points (``FOOTPRINT_CRASH_AT``, see :mod:`pipelines.faults`) sit between every pair of
 steps that talk to the ledger or the authority, and the crash tests kill the run at each: the
@@ -28,7 +32,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -104,7 +108,7 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
             client: AuthorityClient | None = None,
             progress: Callable[[str, int, int], None] | None = None) -> DeliveryReport:
     """One delivery run; raises DeliveryError (with the report so far) when it cannot finish."""
-    _, authority = settings.delivery()
+    institution, authority = settings.delivery()
     now = now or datetime.now(UTC)
     started = time.perf_counter()
     run_id = f"deliver-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -114,16 +118,21 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
         with state.lock("deliver"):
             ledger = Ledger(state)
             t = time.perf_counter()
-            built = build_records(settings)
-            report.phases["build"] = round(time.perf_counter() - t, 3)
-            report.records, report.statements = len(built), built.statements
-            t = time.perf_counter()
+            table = FootprintZones(settings.storage_root).read_verified()
+            agg = R.aggregate(table)
+            totals = activity_totals(settings)
             known = ledger.records()
-            new, changed, unchanged, gone = _classify(built, known)
-            report.phases["compare"] = round(time.perf_counter() - t, 3)
-            report.new, report.changed, report.deleted = len(new), len(changed), len(gone)
-            report.unchanged = len(unchanged)
+            report.records, report.statements = agg.num_rows, table.num_rows
+            del table
+            report.phases["build"] = round(time.perf_counter() - t, 3)
+            stream = R.iter_records(agg, institution, totals)
             if dry_run:
+                seen: set[str] = set()
+                for rec in stream:
+                    seen.add(rec["record_id"])
+                    kind = _classify(rec, known.get(rec["record_id"]))
+                    setattr(report, kind, getattr(report, kind) + 1)
+                report.deleted = len(_gone(known, seen))
                 report.status = "dry-run"
                 return report
             own = client is None
@@ -131,8 +140,7 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
                 client = AuthorityClient(authority, authority.credentials())
             ledger.run_started(run_id, False, now)
             try:
-                _Run(settings, ledger, client, report, built, known, now, progress).run(
-                    new + changed, gone)
+                _Run(settings, ledger, client, report, known, now, progress).run(stream)
             except AuthorityError as exc:
                 report.status, report.error = "failed", str(exc)
                 ledger.run_finished(run_id, "failed", report.counts(), str(exc))
@@ -151,21 +159,20 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
         state.close()
 
 
-def _classify(built: R.Built, known: dict[str, LedgerRecord]
-              ) -> tuple[list[str], list[str], list[str], list[str]]:
-    new, changed, unchanged = [], [], []
-    for rid, rec in built.records.items():
-        led = known.get(rid)
-        if led is None or led.status == "deleted" or (led.acked_hash is None
-                                                       and led.status == "new"):
-            new.append(rid)
-        elif led.status == "delivered" and led.acked_hash == rec["content_hash"]:
-            unchanged.append(rid)
-        else:
-            changed.append(rid)
-    gone = sorted(rid for rid, led in known.items()
-                  if rid not in built.records and led.status != "deleted")
-    return new, changed, unchanged, gone
+def _classify(rec: dict[str, Any], led: LedgerRecord | None) -> str:
+    """new (never acknowledged), unchanged (acknowledged with this content) or changed."""
+    if led is None or led.status == "deleted" or (led.acked_hash is None
+                                                   and led.status == "new"):
+        return "new"
+    if led.status == "delivered" and led.acked_hash == rec["content_hash"]:
+        return "unchanged"
+    return "changed"
+
+
+def _gone(known: dict[str, LedgerRecord], seen: set[str]) -> list[str]:
+    """Records the ledger knows (not deleted) that the footprint no longer gives."""
+    return sorted(rid for rid, led in known.items()
+                  if rid not in seen and led.status != "deleted")
 
 
 @dataclass(frozen=True)
@@ -200,9 +207,12 @@ def _sample(batch: list[str], records: dict[str, dict[str, Any]], k: int) -> lis
     return list(dict.fromkeys(picks))
 
 
-def _done(call: Callable[..., SaveAnswer], *args: Any) -> Future[SaveAnswer]:
+_Sent = tuple[SaveAnswer, dict[str, dict[str, Any] | None]]
+
+
+def _done(call: Callable[..., _Sent], *args: Any) -> Future[_Sent]:
     """Run ``call`` now and hand its outcome over as a finished future."""
-    fut: Future[SaveAnswer] = Future()
+    fut: Future[_Sent] = Future()
     try:
         fut.set_result(call(*args))
     except Exception as exc:
@@ -212,35 +222,30 @@ def _done(call: Callable[..., SaveAnswer], *args: Any) -> Future[SaveAnswer]:
 
 class _Run:
     def __init__(self, settings: Settings, ledger: Ledger, client: AuthorityClient,
-                 report: DeliveryReport, built: R.Built, known: dict[str, LedgerRecord],
+                 report: DeliveryReport, known: dict[str, LedgerRecord],
                  now: datetime, progress: Callable[[str, int, int], None] | None) -> None:
         self.a = settings.delivery()[1]
         self.ledger, self.client, self.report = ledger, client, report
-        self.built, self.known, self.now = built, known, now
+        self.known, self.now = known, now
         self.progress = progress or (lambda _s, _d, _t: None)
         self.seq = 0
+        self.records: dict[str, dict[str, Any]] = {}  # the records to send, by id
+        self.updated_at: dict[str, datetime] = {}
         self.sent: dict[str, str] = {}  # record id -> hash sent and not failed
-        self.sent_batches: list[list[str]] = []  # the records each batch saved
+        # the records each batch saved, with its sample as read back right after the save
+        self.sent_batches: list[tuple[list[str], dict[str, dict[str, Any] | None]]] = []
         self.final_failed: dict[str, str] = {}
         self._stamps: dict[datetime, str] = {}
+        self._built_once = False
 
-    def run(self, to_send: list[str], gone: list[str]) -> None:
+    def run(self, stream: Iterator[dict[str, Any]]) -> None:
         self.report.interrupted_batches = self.ledger.interrupt_stale(self.report.run_id)
         crashpoint("deliver-start")
-        stamps, same = [], []
-        for rid in to_send:
-            led = self.known.get(rid)
-            h = self.built.records[rid]["content_hash"]
-            if led is None or led.built_hash != h:
-                stamps.append((rid, h, self.now))
-            else:
-                same.append(rid)  # built before with this content, not yet acknowledged
-        self.ledger.mark_built(stamps, self.known)
-        self.updated_at = {rid: at for rid, _, at in stamps}
-        self.updated_at.update(self.ledger.built_at(same))
-        crashpoint("deliver-built")
-        for name, step in (("send", lambda: self._save_all(sorted(to_send))),
-                           ("delete", lambda: self._delete_all(gone)),
+        seen: set[str] = set()
+        t = time.perf_counter()
+        self._save_all(stream, seen)
+        self.report.phases["send"] = round(time.perf_counter() - t, 3)
+        for name, step in (("delete", lambda: self._delete_all(_gone(self.known, seen))),
                            ("read_back", self._read_back)):
             t = time.perf_counter()
             step()
@@ -255,43 +260,85 @@ class _Run:
         stamp = self._stamps.get(at)
         if stamp is None:
             stamp = self._stamps[at] = R.iso_utc(at)
-        return R.with_updated_at(self.built.records[rid], stamp)
+        return R.with_updated_at(self.records[rid], stamp)
 
-    def _save_all(self, rids: list[str]) -> None:
-        """Save in batches, one request in flight while the next batch is prepared.
+    def _stamp(self, rids: list[str]) -> None:
+        """Record in the ledger the content about to be sent and when it first appeared (the
+        records' ``updated_at``), before any of it is sent."""
+        stamps, same = [], []
+        for rid in rids:
+            led = self.known.get(rid)
+            h = self.records[rid]["content_hash"]
+            if led is None or led.built_hash != h:
+                stamps.append((rid, h, self.now))
+            else:
+                same.append(rid)  # built before with this content, not yet acknowledged
+        self.ledger.mark_built(stamps, self.known)
+        self.updated_at.update((rid, at) for rid, _, at in stamps)
+        self.updated_at.update(self.ledger.built_at(same))
+        if not self._built_once:
+            self._built_once = True
+            crashpoint("deliver-built")
 
-        The next batch's payload, its hash and its ``pending`` ledger row are made while the
-        authority answers the previous one (the ledger row is still written before its request
-        leaves); answers are recorded in order. Refused records are then retried one by one.
+    def _save_all(self, stream: Iterator[dict[str, Any]], seen: set[str]) -> None:
+        """Classify the records as they are made and save the new and changed ones in batches,
+        one request in flight while the next batch is made and prepared.
+
+        Each batch's content is stamped in the ledger and its ``pending`` row written before its
+        request leaves; answers are recorded in order. Refused records are then retried one by
+        one.
         """
         size = self.a.batch_size
         retry: list[tuple[str, str]] = []
-        inflight: tuple[_Prepared, Future[SaveAnswer]] | None = None
+        inflight: tuple[_Prepared, Future[_Sent]] | None = None
+        chunk: list[str] = []
+        done = 0
+        total = self.report.records
+
+        def dispatch(pool: ThreadPoolExecutor) -> None:
+            nonlocal inflight, chunk
+            self._stamp(chunk)
+            prep = self._prepare(chunk, "save")
+            chunk = []
+            crashpoint("deliver-before-send")
+            fut = pool.submit(self._save_and_sample, prep)
+            if inflight is not None:
+                retry.extend(self._finish(*inflight))
+            inflight = (prep, fut)
+            self.progress("records", done, total)
+
         with ThreadPoolExecutor(1, thread_name_prefix="deliver-send") as pool:
             try:
-                for i in range(0, len(rids), size):
-                    prep = self._prepare(rids[i:i + size], "save")
-                    crashpoint("deliver-before-send")
-                    fut = pool.submit(self.client.save, prep.payload, prep.body)
-                    if inflight is not None:
-                        retry.extend(self._finish(*inflight))
-                        self.progress("save", i, len(rids))
-                    inflight = (prep, fut)
+                for rec in stream:
+                    rid = rec["record_id"]
+                    seen.add(rid)
+                    done += 1
+                    kind = _classify(rec, self.known.get(rid))
+                    setattr(self.report, kind, getattr(self.report, kind) + 1)
+                    if kind == "unchanged":
+                        continue
+                    self.records[rid] = rec
+                    chunk.append(rid)
+                    if len(chunk) >= size:
+                        dispatch(pool)
+                if chunk:
+                    dispatch(pool)
                 if inflight is not None:
-                    done, inflight = inflight, None
-                    retry.extend(self._finish(*done))
-                    self.progress("save", len(rids), len(rids))
+                    last, inflight = inflight, None
+                    retry.extend(self._finish(*last))
+                self.progress("records", done, total)
             except BaseException:
                 if inflight is not None:  # record the fate of the request still in flight
                     with contextlib.suppress(Exception):
                         self._finish(*inflight)
                 raise
+        self.report.deleted = len(_gone(self.known, seen))
         for rid, reason in retry:
             for _ in range(1, self.a.record_attempts):
                 self.report.record_retries += 1
                 prep = self._prepare([rid], "retry")
                 crashpoint("deliver-before-send")
-                again = self._finish(prep, _done(self.client.save, prep.payload, prep.body))
+                again = self._finish(prep, _done(self._save_and_sample, prep))
                 if not again:
                     break
                 reason = again[0][1]
@@ -309,10 +356,22 @@ class _Run:
         self.report.batches += 1
         return _Prepared(batch_id, rids, payload, body)
 
-    def _finish(self, prep: _Prepared, fut: Future[SaveAnswer]) -> list[tuple[str, str]]:
+    def _save_and_sample(self, prep: _Prepared) -> _Sent:
+        """In the sending thread: save a batch, then (``readback = "sample"``) read back its
+        sample of saved records at once, while the main thread prepares the next batch."""
+        answer = self.client.save(prep.payload, prep.body)
+        held: dict[str, dict[str, Any] | None] = {}
+        if self.a.readback == "sample":
+            refused = {f.index for f in answer.failed}
+            ok = [r for i, r in enumerate(prep.rids) if i not in refused]
+            for rid in _sample(ok, self.records, self.a.readback_sample) if ok else []:
+                held[rid] = self.client.find_by_id(rid)
+        return answer, held
+
+    def _finish(self, prep: _Prepared, fut: Future[_Sent]) -> list[tuple[str, str]]:
         """Record one batch's answer; returns (record id, reason) of the refused records."""
         try:
-            answer = fut.result()
+            answer, held = fut.result()
         except AuthorityError as exc:
             self.ledger.batch_done(prep.batch_id, "failed", self.a.max_attempts, str(exc))
             raise
@@ -327,7 +386,7 @@ class _Run:
             self.sent[r] = h
             self.final_failed.pop(r, None)
         if ok:
-            self.sent_batches.append([r for r, _ in ok])
+            self.sent_batches.append(([r for r, _ in ok], held))
         self.report.sent += len(ok)
         status = "acknowledged" if not refused else ("partial" if ok else "failed")
         self.ledger.batch_done(prep.batch_id, status, answer.attempts,
@@ -391,10 +450,9 @@ class _Run:
         crashpoint("deliver-before-readback")
         held: dict[str, dict[str, Any] | None] = {}
         if self.a.readback == "sample":
-            for batch in self.sent_batches:
-                sample = _sample(batch, self.built.records, self.a.readback_sample)
-                for rid in sample:
-                    held[rid] = self.client.find_by_id(rid)
+            for batch, sample_held in self.sent_batches:
+                held.update(sample_held)
+                sample = [rid for rid in sample_held if rid in self.sent]
                 if any(not self._matches(rid, held[rid]) for rid in sample):
                     for rid in batch:
                         if rid not in held:
