@@ -264,7 +264,8 @@ def _progress(as_json: bool) -> Any:
 
 @app.command()
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Per source: watermark, Consistent-Through, last run and its counts, rows stored."""
+    """Per source: watermark, Consistent-Through, last run and its counts, rows stored; with
+    [authority] configured, the delivery ledger too (records per status, the last delivery)."""
     from pipelines.store.state import StateStore
     from pipelines.store.zones import Zones
 
@@ -292,11 +293,20 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                     "counts": last["counts"], "error": last["error"],
                 },
             })
+        delivery = None
+        if settings.authority is not None:
+            from pipelines.deliver.ledger import Ledger
+
+            book = Ledger(state)
+            last_runs = book.runs(1)
+            delivery = {"endpoint": settings.authority.endpoint,
+                        "records": book.status_counts(),
+                        "last_run": last_runs[0] if last_runs else None}
     finally:
         state.close()
     if as_json:
-        print(json.dumps({"storage_root": str(settings.storage_root), "sources": rows},
-                         ensure_ascii=False, default=str))
+        print(json.dumps({"storage_root": str(settings.storage_root), "sources": rows,
+                          "delivery": delivery}, ensure_ascii=False, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -322,6 +332,25 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                 t.add_row("last error", lr["error"])
         else:
             t.add_row("last run", "never")
+        c.print(t)
+    if delivery is not None:
+        t = Table(title=f"delivery to {delivery['endpoint']}", title_justify="left",
+                  show_header=False, box=None, padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("records", ", ".join(f"{v:,} {k}" for k, v in
+                                        sorted(delivery["records"].items())) or "none yet")
+        lr = delivery["last_run"]
+        if lr:
+            cnt = lr.get("counts") or {}
+            when = f"{lr['started_at']:%Y-%m-%d %H:%M:%S}"
+            t.add_row("last delivery", f"{lr['status']}, started {when} UTC")
+            t.add_row("last counts", ", ".join(f"{k} {cnt[k]:,}" for k in (
+                "new", "changed", "deleted", "unchanged", "failed") if k in cnt) or "-")
+            if lr.get("error"):
+                t.add_row("last error", lr["error"])
+        else:
+            t.add_row("last delivery", "never")
         c.print(t)
 
 
@@ -852,6 +881,132 @@ def receiver_serve(
         _err(str(exc), False)
     except (OSError, sqlite3.Error) as exc:
         _err(f"the receiver cannot start on 127.0.0.1:{port} with {db}: {exc}", False)
+
+
+# -- backfill: the ingest DAG's windows without a scheduler (issue 5) ------------------------------
+@app.command()
+def backfill(
+    from_: Annotated[str, typer.Option(
+        "--from", help="Start of the period (ISO date or time, UTC), rounded down to the "
+        "interval grid.")],
+    to: Annotated[str, typer.Option(
+        "--to", help="End of the period (exclusive), rounded up to the interval grid.")],
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="Only this source (repeat for several). Default: every enabled "
+        "source.")] = None,
+    interval: Annotated[str | None, typer.Option(
+        help="The data interval (ISO 8601: PT15M, PT1H, P1D...). Default: "
+        "$FOOTPRINT_INGEST_INTERVAL or PT1H, as the footprint_ingest DAG.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run footprint_ingest's data intervals over [--from, --to) here, without a scheduler.
+
+    Per window and source the same steps as the DAG run for that interval: extract (the
+    stored-time window (start, end] into the raw and normalised zones, replacing that window's
+    output; the watermark does not move), verify (verified and quarantine zones, after the Great
+    Expectations check) and publish; then one line per window says what it did. Windows that
+    have not ended yet are skipped, as Airflow does. The first failure stops the run (exit 1);
+    run it again: every window is replaced, never appended.
+
+    \b
+    The same windows under Airflow (logical dates: the interval starts, ends included):
+      airflow backfill create --dag-id footprint_ingest
+        --from-date <FROM rounded down> --to-date <TO rounded up, minus one interval>
+    """
+    from pipelines import orchestrate
+
+    settings = _settings(config, as_json)
+    try:
+        schedule = orchestrate.ingest_schedule(interval)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--interval") from None
+    t_from, t_to = _time(from_, "--from"), _time(to, "--to")
+    assert t_from is not None and t_to is not None
+    if t_from >= t_to:
+        raise typer.BadParameter(f"{from_} is not before --to {to}", param_hint="--from")
+    names = source or [s.name for s in settings.sources if s.enabled]
+    if not names:
+        _err(f"{settings.path}: no sources configured; add a [[sources]] table", as_json)
+    from pipelines.config import ConfigError
+
+    try:
+        for name in names:
+            settings.source(name)
+    except ConfigError as exc:
+        _err(str(exc), as_json)
+    from pipelines.deliver.stage import DeliveryError
+    from pipelines.ingest import IngestError
+    from pipelines.store.state import LockHeld
+    from pipelines.verify.stage import VerifyError
+
+    expected = (IngestError, VerifyError, ConfigError, LockHeld, DeliveryError,
+                orchestrate.OrchestrationError)
+    now = datetime.now(UTC)
+    done: list[dict[str, Any]] = []
+    failed: str | None = None
+    keys = ("read", "written", "rejected", "duplicates", "verified", "published", "quarantined",
+            "voided")
+    totals = dict.fromkeys(keys, 0)
+    for start, end in orchestrate.windows(t_from, t_to, schedule.step):
+        w: dict[str, Any] = {"start": start.isoformat().replace("+00:00", "Z"),
+                             "end": end.isoformat().replace("+00:00", "Z"), "sources": []}
+        if end > now:
+            w["status"] = "skipped"
+            w["reason"] = "not over yet: the DAG runs an interval once it has ended"
+        else:
+            for name in names:
+                try:
+                    r = orchestrate.ingest_window(settings.path, name, start, end)
+                except expected as exc:
+                    failed = f"window {w['start']} .. {w['end']}, source {name!r}: {exc}"
+                    w["sources"].append({"source": name, "status": "failed", "error": str(exc)})
+                    break
+                w["sources"].append({k: v for k, v in r.items() if k not in ("extract",
+                                                                              "verify")})
+                for k in keys:
+                    totals[k] += int(r.get(k) or 0)
+            w["status"] = "failed" if failed else "succeeded"
+        done.append(w)
+        if not as_json:
+            _print_backfill_window(w)
+        if failed:
+            break
+    if as_json:
+        out = {"status": "failed" if failed else "succeeded", "interval": schedule.interval,
+               "from": done[0]["start"] if done else None, "to": done[-1]["end"] if done
+               else None, "sources": names, **totals, "windows": done}
+        if failed:
+            out["error"] = failed
+        print(json.dumps(out, ensure_ascii=False, default=str))
+    elif not failed:
+        ran = sum(1 for w in done if w["status"] == "succeeded")
+        print(f"{ran} windows of {schedule.interval}: read {totals['read']:,}, written "
+              f"{totals['written']:,}, verified {totals['verified']:,}, published "
+              f"{totals['published']:,}, quarantined {totals['quarantined']:,}",
+              file=sys.stderr)
+    if failed:
+        if not as_json:
+            _err(failed, False)
+        raise typer.Exit(1)
+
+
+def _print_backfill_window(w: dict[str, Any]) -> None:
+    head = f"{w['start']} .. {w['end']}"
+    if w["status"] == "skipped":
+        print(f"{head}  skipped: {w['reason']}")
+        return
+    for r in w["sources"]:
+        if r["status"] == "failed":
+            print(f"{head}  {r['source']}: failed: {r['error']}")
+        elif r["status"] == "published":
+            print(f"{head}  {r['source']}: read {r['read']:,}, written {r['written']:,}, "
+                  f"rejected {r['rejected']:,}, duplicates {r['duplicates']:,}; verified "
+                  f"{r['verified']:,}, published {r['published']:,}, quarantined "
+                  f"{r['quarantined']:,}, voided {r['voided']:,}")
+        else:
+            print(f"{head}  {r['source']}: read {r['read']:,}, written {r['written']:,}, "
+                  f"rejected {r['rejected']:,}; verification {r['status']}")
 
 
 def main() -> None:

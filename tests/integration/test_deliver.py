@@ -514,3 +514,7 @@ def test_cli_deliver_dry_run_deliver_reconcile_ledger(
 
     human = run(app, ["ledger", "--config", str(s.path)])
     assert human.exit_code == 0 and "acknowledged" in human.output
+
+    status = orjson.loads(run(app, ["status", *cfg]).stdout)["delivery"]
+    assert status["records"] == {"delivered": want}
+    assert status["last_run"]["counts"]["new"] == want
