@@ -605,6 +605,10 @@ def _delivery_progress(as_json: bool) -> tuple[Any, Any]:
 def deliver(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build and compare only: say what "
                                           "would be sent; send nothing, change nothing.")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        "--allow-mass-delete", help="Delete even when that takes more than half of the "
+        "authority's copy (refused by default: it is what a wrong storage root looks like).")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -613,8 +617,9 @@ def deliver(
     Builds one record per learner x discipline x academic period from the verified footprint,
     compares each with what the authority last acknowledged (the ledger in the state database)
     and sends only what is new or changed, in batches of whole records; records with no verified
-    evidence left are deleted logically; everything sent is read back. Needs [institution] code,
-    [authority] endpoint and FOOTPRINT_AUTHORITY_USERNAME/PASSWORD (or _TOKEN).
+    evidence left are deleted logically; what was sent is read back ([authority] readback:
+    a sample of every batch by default, the whole batch when it differs). Needs [institution]
+    code, [authority] endpoint and FOOTPRINT_AUTHORITY_USERNAME/PASSWORD (or _TOKEN).
 
     Prints the counts new, changed, deleted, unchanged and failed. Exit code 1 when the run
     stops (authority unreachable, credentials refused) or leaves records failed; run it again:
@@ -636,7 +641,8 @@ def deliver(
     bar, update = _delivery_progress(as_json)
     try:
         with bar:
-            report = run_delivery(settings, dry_run=dry_run, progress=update)
+            report = run_delivery(settings, dry_run=dry_run, progress=update,
+                                  allow_mass_delete=allow_mass_delete)
     except (ConfigError, LockHeld) as exc:
         _err(str(exc), as_json)
     except DeliveryError as exc:

@@ -9,9 +9,11 @@ What it honours (ANCHORS.md section 4):
   takes it: a 415 answer turns gzip off for the rest of the client's life;
 - a 200 answer may still list ``failedRecords``: :meth:`save` returns them for the caller to retry
   one by one or keep as failed — never to drop;
-- connect and read timeouts; 429, 5xx, timeouts and dropped connections are retried with
-  exponential backoff and full jitter, a ``Retry-After`` wins; 401/403 and other 4xx are fatal
-  and name the URL and what to check.
+- connect and read timeouts; 408, 429, 5xx (but 501), timeouts and dropped connections are
+  retried with exponential backoff and full jitter, a ``Retry-After`` wins (up to
+  ``backoff_cap``); 401/403 and other 4xx are fatal and name the URL and what to check; an
+  untrusted TLS certificate is fatal at once; a 404 counts as "no such record" only with the
+  API's ``{"error": "not found"}`` body.
 
 A save that was applied but whose answer was lost is retried: safe, because a save of whole
 records keyed on the composite key is idempotent.
@@ -38,10 +40,11 @@ RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class AuthorityError(Exception):
-    def __init__(self, url: str, cause: str) -> None:
+    def __init__(self, url: str, cause: str, attempts: int = 1) -> None:
         super().__init__(f"authority {url}: {cause}")
         self.url = url
         self.cause = cause
+        self.attempts = attempts  # requests made before giving up
 
 
 class RetriableAuthorityError(AuthorityError):
@@ -72,10 +75,15 @@ class FailedRecord:
 
 @dataclass(frozen=True)
 class SaveAnswer:
-    saved: int
-    failed: tuple[FailedRecord, ...]
+    saved: int | None  # the authority's savedRecords (None when it gave no number)
+    failed: tuple[FailedRecord, ...]  # index -1: an entry that names no record of the batch
     attempts: int
     answer: dict[str, Any]
+
+    def accounted(self, sent: int) -> bool:
+        """Whether the answer says exactly what happened to every record of the batch."""
+        placed = {f.index for f in self.failed}
+        return -1 not in placed and (self.saved is None or self.saved + len(placed) == sent)
 
 
 class AuthorityClient:
@@ -119,20 +127,22 @@ class AuthorityClient:
         raw = body if body is not None else orjson.dumps(records)
         path = self._path(self.settings.save_path)
         answer, attempts = self._call("POST", path, raw)
-        if not isinstance(answer, dict) or not isinstance(answer.get("failedRecords", []), list):
+        entries = answer.get("failedRecords") if isinstance(answer, dict) else None
+        if not isinstance(answer, dict) or not isinstance(entries or [], list):
             raise FatalAuthorityError(self.url(path), f"unexpected answer to a save: "
-                                      f"{_excerpt(orjson.dumps(answer))}")
+                                      f"{_excerpt(orjson.dumps(answer))}", attempts)
         failed = []
-        for f in answer.get("failedRecords") or []:
+        for f in entries or []:
             idx = f.get("index") if isinstance(f, dict) else None
             rid = f.get("recordId") if isinstance(f, dict) else None
             if not isinstance(idx, int) or not 0 <= idx < len(records):
-                # an entry we cannot place: find it by id, else count the record as failed
+                # an entry we cannot place by index: find it by id; -1 when that fails too
                 idx = next((i for i, r in enumerate(records) if r["record_id"] == rid), -1)
             failed.append(FailedRecord(idx, rid, str(f.get("reason", "no reason given")
                                                      if isinstance(f, dict) else f)))
-        return SaveAnswer(int(answer.get("savedRecords", len(records) - len(failed))),
-                          tuple(failed), attempts, answer)
+        saved = answer.get("savedRecords")
+        return SaveAnswer(saved if isinstance(saved, int) and not isinstance(saved, bool)
+                          else None, tuple(failed), attempts, answer)
 
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         """Every record the authority holds for our entity, page by page (deleted included)."""
@@ -173,10 +183,14 @@ class AuthorityClient:
         while True:
             try:
                 return self._once(method, path, body, not_found_ok), attempt
+            except FatalAuthorityError as exc:
+                exc.attempts = attempt
+                raise
             except RetriableAuthorityError as exc:
                 if attempt >= self.backoff.max_attempts:
                     raise FatalAuthorityError(
-                        exc.url, f"gave up after {attempt} attempts: {exc.cause}") from exc
+                        exc.url, f"gave up after {attempt} attempts: {exc.cause}",
+                        attempt) from exc
                 wait = self.backoff.delay(attempt, exc.retry_after)
                 self.stats.retries += 1
                 self.stats.waits.append(wait)
@@ -210,7 +224,7 @@ class AuthorityClient:
         if code == 415 and headers.get("Content-Encoding") == "gzip":
             self.stats.gzip = False  # the server takes no gzip: plain JSON from now on
             return self._once(method, path, body, not_found_ok)
-        if code in RETRIABLE_STATUS:
+        if code in RETRIABLE_STATUS or (code >= 500 and code != 501):
             raise RetriableAuthorityError(
                 url, f"HTTP {code}: {_excerpt(resp.content)}",
                 parse_retry_after(resp.headers.get("Retry-After")))
@@ -219,7 +233,17 @@ class AuthorityClient:
                 url, f"HTTP {code}: the authority refused our credentials; check "
                      f"FOOTPRINT_AUTHORITY_USERNAME and FOOTPRINT_AUTHORITY_PASSWORD (or _TOKEN)")
         if code == 404 and not_found_ok:
-            return None
+            # only "this record does not exist"; a 404 for a wrong path or entity must not
+            # pass for it (a delete would then be taken for done)
+            try:
+                doc = orjson.loads(resp.content)
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict) and doc.get("error") == "not found":
+                return None
+            raise FatalAuthorityError(
+                url, f"HTTP 404 that is not 'record not found' ({_excerpt(resp.content)}): "
+                     f"check [authority] entity and the paths")
         if not 200 <= code < 300:
             raise FatalAuthorityError(url, f"HTTP {code}: {_excerpt(resp.content)}")
         if not resp.content:

@@ -11,15 +11,18 @@ Three tables in the state database (:mod:`pipelines.store.state`):
   ``interrupted`` — the next run re-sends current content for its records, never the old payload;
 - ``footprint_delivery_records``: per record id, the content hash the footprint last built (with
   when it first did: the record's ``updated_at``), the hash last read back from the authority
-  (``acked_hash``), the last batch that touched it, and a status: ``new`` (built, not yet
-  confirmed), ``delivered``, ``failed`` (with the authority's reason), ``deleted``, or
-  ``drift`` (reconcile found the authority's copy missing, different or unexpected: the next
-  delivery re-sends or deletes it). Which
+  (``acked_hash``), the last batch that touched it, and a status: ``new`` (built, never sent),
+  ``sending`` / ``deleting`` (in a request whose outcome is not confirmed yet: set in the same
+  transaction as the batch row, before the request leaves), ``delivered`` (read back equal, or
+  its batch's sample was), ``failed`` (with the authority's reason), ``deleted``, or ``drift``
+  (reconcile found the authority's copy missing, different or unexpected). Which
   records a request carried is in its batch row (``record_ids``).
 
-A record is *unchanged* only when its built hash equals its acknowledged hash and it is
-``delivered``; anything else is sent again, so a crash at any point leaves at worst a record that
-is re-sent with the current content (the save is an idempotent full replace).
+A record is *unchanged* only when it is ``delivered`` and its acknowledged hash equals the
+content the footprint gives now; a record *gone* from the footprint is deleted unless it is
+``deleted``. Anything in flight when a run dies is therefore re-sent with the current content
+(the save is an idempotent full replace) or deleted again, whatever the footprint became in
+between.
 """
 
 from __future__ import annotations
@@ -100,12 +103,24 @@ class Ledger:
     # -- batches ----------------------------------------------------------------------------------
     def batch_pending(self, batch_id: str, run_id: str, seq: int, kind: str,
                       record_ids: Sequence[str], payload_sha256: str | None) -> None:
+        """Write the batch row before its request leaves, and in the same transaction put its
+        records in flight: ``sending`` (a save) or ``deleting`` (a delete), with no
+        acknowledged hash, so that until the authority's copy is confirmed again no run can
+        take them for unchanged (or for deleted), whatever happens in between."""
         now = datetime.now(UTC)
+        t = delivery_records
+        flight = "deleting" if kind == "delete" else "sending"
         with self.engine.begin() as c:
             c.execute(sa.insert(delivery_batches).values(
                 batch_id=batch_id, run_id=run_id, seq=seq, kind=kind, records=len(record_ids),
                 record_ids=list(record_ids), payload_sha256=payload_sha256, attempts=0,
                 status="pending", created_at=now, updated_at=now))
+            upd = (sa.update(t).where(t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
+                   .values(status=flight, acked_hash=None, last_batch_id=batch_id,
+                           updated_at=now))
+            ids = list(record_ids)
+            for i in range(0, len(ids), 500):
+                c.execute(upd, {"ids": ids[i:i + 500]})
 
     def batch_done(self, batch_id: str, status: str, attempts: int, answer: Any) -> None:
         text = answer if isinstance(answer, str) else orjson.dumps(answer).decode()
@@ -198,7 +213,8 @@ class Ledger:
         elif status == "failed":
             values.update(reason=sa.bindparam("v"))
         elif status == "deleted":
-            values.update(acked_hash=None, acked_at=now,
+            # a record that comes back is new content, built (and stamped) afresh
+            values.update(acked_hash=None, acked_at=now, built_hash=None, built_at=None,
                           reason=reason or "no verified evidence left: deleted logically")
         else:
             raise ValueError(f"unknown delivery record status {status!r}")

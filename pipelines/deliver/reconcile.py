@@ -48,66 +48,72 @@ class ReconcileReport:
     marked: int = 0  # drifted records marked in the ledger for the next delivery
     seconds: float = 0.0
     drift: list[Drift] = field(default_factory=list)  # first 100
+    drift_ids: list[str] = field(default_factory=list, repr=False)  # all of them
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("drift_ids")
+        d["drifted"] = self.drifted
+        return d
 
     @property
     def drifted(self) -> int:
         return self.missing + self.unexpected + self.different
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["drifted"] = self.drifted
-        return d
-
 
 def reconcile(settings: Settings, client: AuthorityClient | None = None,
               limit: int = 100, mark: bool = True) -> ReconcileReport:
+    """Compare; under the ``deliver`` lock, so that no delivery changes either side meanwhile."""
     institution, authority = settings.delivery()
     started = time.perf_counter()
-    built = build_records(settings)
-    report = ReconcileReport(expected=len(built))
+    state = StateStore(settings.state_url)
     own = client is None
     if client is None:
         client = AuthorityClient(authority, authority.credentials())
-    seen: set[str] = set()
-    drifted: list[str] = []
     try:
-        for rec in client.find_all():
-            if rec.get("institution_code") != institution:
-                continue
-            rid = str(rec.get("record_id"))
-            want = built.records.get(rid)
-            if rec.get("deleted"):
-                report.deleted_at_authority += 1
-                continue
-            report.held += 1
-            seen.add(rid)
-            if want is None:
-                report.unexpected += 1
-                drifted.append(rid)
-                _note(report, Drift(rid, "unexpected"), limit)
-            elif R.content_hash(rec) == want["content_hash"]:
-                report.matching += 1
-            else:
-                report.different += 1
-                drifted.append(rid)
-                _note(report, Drift(rid, "different", R.differences(want, rec)), limit)
-    finally:
-        if own:
-            client.close()
-    for rid in sorted(set(built.records) - seen):
-        report.missing += 1
-        drifted.append(rid)
-        _note(report, Drift(rid, "missing"), limit)
-    if mark and drifted:
-        state = StateStore(settings.state_url)
-        try:
-            with state.lock("deliver"):
+        with state.lock("deliver"):
+            report = _compare(build_records(settings), institution, client, limit)
+            drifted = [d for d in report.drift_ids]
+            if mark and drifted:
                 report.marked = Ledger(state).mark_drift(
                     drifted, "reconcile found the authority's copy missing, different or "
                              "unexpected; the next delivery repairs it")
-        finally:
-            state.close()
+    finally:
+        if own:
+            client.close()
+        state.close()
     report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _compare(built: R.Built, institution: str, client: AuthorityClient,
+             limit: int) -> ReconcileReport:
+    report = ReconcileReport(expected=len(built))
+    seen: set[str] = set()
+    for rec in client.find_all():
+        if rec.get("institution_code") != institution:
+            continue
+        rid = str(rec.get("record_id"))
+        want = built.records.get(rid)
+        if rec.get("deleted"):
+            report.deleted_at_authority += 1
+            continue
+        report.held += 1
+        seen.add(rid)
+        if want is None:
+            report.unexpected += 1
+            report.drift_ids.append(rid)
+            _note(report, Drift(rid, "unexpected"), limit)
+        elif R.content_hash(rec) == want["content_hash"]:
+            report.matching += 1
+        else:
+            report.different += 1
+            report.drift_ids.append(rid)
+            _note(report, Drift(rid, "different", R.differences(want, rec)), limit)
+    for rid in sorted(set(built.records) - seen):
+        report.missing += 1
+        report.drift_ids.append(rid)
+        _note(report, Drift(rid, "missing"), limit)
     return report
 
 

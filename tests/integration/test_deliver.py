@@ -413,16 +413,17 @@ def test_no_gzip_server_gets_plain_json(scenario: Scenario, receiver: LocalRecei
 
 
 # -- kill -9 at many points ------------------------------------------------------------------------
-CRASH_POINTS = ["deliver-start", "deliver-built", "deliver-before-send", "deliver-after-send",
-                "deliver-after-ledger", "deliver-before-delete", "deliver-after-delete",
-                "deliver-before-readback", "deliver-after-readback"]
+CRASH_POINTS = ["deliver-start", "deliver-built", "deliver-before-send", "deliver-saved",
+                "deliver-after-send", "deliver-after-ledger", "deliver-before-delete",
+                "deliver-after-delete", "deliver-before-readback", "deliver-after-readback"]
 
 
 def _crash_cases() -> list[str]:
     """Each point once, plus later batches of the per-batch points (seeded)."""
     rng = random.Random(29)
     cases = list(CRASH_POINTS)
-    for p in ("deliver-before-send", "deliver-after-send", "deliver-after-ledger"):
+    for p in ("deliver-before-send", "deliver-saved", "deliver-after-send",
+              "deliver-after-ledger"):
         cases.append(f"{p}:{rng.randint(2, 5)}")
     return cases
 
@@ -449,7 +450,7 @@ def test_kill_during_delivery_then_rerun_same_end_state(
         book = Ledger(state)
         runs = book.runs(5)
         assert runs[0]["status"] == "succeeded" and runs[1]["status"] == "interrupted"
-        if point.split(":")[0] in ("deliver-before-send", "deliver-after-send"):
+        if point.split(":")[0] in ("deliver-before-send", "deliver-saved", "deliver-after-send"):
             # the request in flight is in the ledger, marked as interrupted
             assert any(b["status"] == "interrupted" for b in book.batches(1000))
         assert report.interrupted_batches == sum(
@@ -518,3 +519,47 @@ def test_cli_deliver_dry_run_deliver_reconcile_ledger(
     status = orjson.loads(run(app, ["status", *cfg]).stdout)["delivery"]
     assert status["records"] == {"delivered": want}
     assert status["last_run"]["counts"]["new"] == want
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["deliver-saved:2", "deliver-after-ledger:2",
+                                   "deliver-after-delete"])
+def test_kill_then_the_footprint_changes_back_before_the_rerun(
+        point: str, scenario: Scenario, receiver: LocalReceiver, tmp_path: Path) -> None:
+    """Round 2 is being delivered when the process dies; before the re-run the footprint goes
+    back to round 1 (say a void of the late statements). Records round 2 had already sent (or
+    deleted) must not pass for 'unchanged': the authority ends equal to round 1."""
+    s1 = settings_for(scenario, 1, tmp_path / "cfg", receiver, batch_size=4)
+    assert deliver(s1).failed == 0
+    settings_for(scenario, 2, tmp_path / "cfg2", receiver, batch_size=4)
+    (tmp_path / "cfg2" / "state.db").unlink(missing_ok=True)
+    s2_text = (tmp_path / "cfg2" / "footprint.toml").read_text()
+    (tmp_path / "cfg2" / "footprint.toml").write_text(  # round 2 with round 1's ledger
+        s2_text.replace(str(tmp_path / "cfg2" / "state.db"), str(tmp_path / "cfg" / "state.db")))
+    env = {**os.environ, **AUTH, "FOOTPRINT_CRASH_AT": point,
+           "FOOTPRINT_CONFIG": str(tmp_path / "cfg2" / "footprint.toml")}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "deliver", "--json"],
+                          env=env, cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert oracle.field_differences(expected(scenario, 1), oracle.live(held(receiver))), \
+        "the killed run changed nothing at the authority: the test shows nothing"
+    again = deliver(s1)
+    assert again.failed == 0
+    assert_receiver_equals(scenario, 1, receiver)
+    assert reconcile(s1).drifted == 0
+
+
+def test_mass_delete_is_refused_unless_allowed(scenario: Scenario, receiver: LocalReceiver,
+                                                tmp_path: Path) -> None:
+    s1 = settings_for(scenario, 1, tmp_path / "cfg", receiver)
+    assert deliver(s1).failed == 0
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    wrong = _config(tmp_path / "cfg", empty, scenario.gen / "roster-1.csv",
+                    scenario.gen / "catalogue.csv", receiver.endpoint)
+    with pytest.raises(DeliveryError, match=r"refusing to delete .* --allow-mass-delete"):
+        deliver(wrong)
+    assert_receiver_equals(scenario, 1, receiver)  # nothing was deleted
+    gone = deliver(wrong, allow_mass_delete=True)
+    assert gone.deleted == len(expected(scenario, 1)) and gone.failed == 0
+    assert oracle.live(held(receiver)) == {}

@@ -22,8 +22,24 @@ SCALE = [(95, "A", 4.0), (90, "A-", 3.67), (85, "B+", 3.33), (80, "B", 3.0), (75
          (70, "C+", 2.33), (65, "C", 2.0), (60, "C-", 1.67), (55, "D+", 1.33), (50, "D", 1.0),
          (25, "FX", 0.0), (0, "F", 0.0)]
 #: fields not compared: the server's own, and updated_at (when content changed, not content)
-NOT_CONTENT = {"updated_at", "deleted", "createdAt", "updatedAt", "deletedAt", "version",
-               "content_hash"}
+NOT_CONTENT = {"updated_at", "deleted", "createdAt", "updatedAt", "deletedAt", "version"}
+NUMBER_FIELDS = ("sync_activity_seconds", "async_activity_seconds", "current_score",
+                 "gpa_points")
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """The contract's content hash, computed here with the standard library: SHA-256 of the
+    compact JSON, keys sorted, of every field but content_hash and updated_at, numbers as
+    floats."""
+    import hashlib
+    import json
+
+    body = {k: v for k, v in record.items() if k not in ("content_hash", "updated_at")}
+    for k in NUMBER_FIELDS:
+        if body.get(k) is not None:
+            body[k] = float(body[k])
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def verified_rows(root: Path) -> list[dict[str, Any]]:
@@ -94,6 +110,7 @@ def expected_records(root: Path, catalogue: Path, institution: str) -> dict[str,
             "statement_count": len(rows),
             "source_systems": sorted({r["source"] for r in rows}),
         }
+        out[rid]["content_hash"] = content_hash(out[rid])
     return out
 
 
