@@ -136,6 +136,7 @@ def main() -> None:
 
     import orjson
 
+    from bench.ingest_bench import print_table
     from pipelines import config
     from pipelines.deliver import records as R
     from pipelines.deliver.stage import build_records, deliver
@@ -199,13 +200,7 @@ def main() -> None:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    head = ("measure", "rate", "ratio", "notes")
-    w = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(4)]
-    line = "  ".join(h.ljust(w[i]) for i, h in enumerate(head))
-    print(line.rstrip())
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,17 @@ def run_measured(cmd: list[str]) -> dict[str, Any]:
     return doc
 
 
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    """The benches' one output: measure, rate, ratio, notes, in aligned columns."""
+    head = ("measure", "rate", "ratio", "notes")
+    w = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    line = "  ".join(h.ljust(w[i]) for i, h in enumerate(head))
+    print(line.rstrip())
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+
+
 def child(argv: list[str]) -> dict[str, Any]:
     return run_measured([sys.executable, __file__, "--child", *argv])
 

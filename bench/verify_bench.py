@@ -53,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import run_measured  # noqa: E402  (one way to measure, both benches)
+from bench.ingest_bench import print_table, run_measured  # noqa: E402  (one way for all)
 
 RALPH_VERSION = "5.1.0"
 RALPH_VENV = ROOT / "bench" / ".ralph-venv"
@@ -320,13 +320,7 @@ def main() -> None:
         if not a.keep and a.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    head = ("measure", "rate", "ratio", "notes")
-    w = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(4)]
-    line = "  ".join(h.ljust(w[i]) for i, h in enumerate(head))
-    print(line.rstrip())
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
+    print_table(rows)
 
 
 if __name__ == "__main__":
