@@ -13,10 +13,8 @@ The ``lrs/`` folder is found next to the ``pipelines`` package; ``FOOTPRINT_LRS_
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -27,13 +25,13 @@ from typing import IO, Self
 
 import httpx
 
+from pipelines.local.process import ServerProcess
+
 LRS_DIR_ENV = "FOOTPRINT_LRS_DIR"
 HOST = "127.0.0.1"
 XAPI_VERSION = "1.0.3"
 LOG_NAME = "lrs.log"
-STOP_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.1
-_LOG_TAIL_LINES = 25
 _PORT_ATTEMPTS = 3
 
 
@@ -57,7 +55,7 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-class LocalLRS:
+class LocalLRS(ServerProcess):
     """Starts and stops one local LRS process; a context manager (``with LocalLRS(dir) as lrs``).
 
     ``data_dir`` receives ``lrs.log`` (the process' stdout and stderr), ``storage/`` (attachments)
@@ -235,36 +233,3 @@ class LocalLRS:
                         f"{timeout:g} s; last lines of {self.log_path}:\n{self._log_tail()}"
                     )
                 time.sleep(_POLL_SECONDS)
-
-    def _terminate(self) -> None:
-        process = self._process
-        try:
-            if process is not None and process.poll() is None:
-                self._signal_group(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(process.pid, signal.SIGKILL)
-                    process.wait()
-        finally:
-            self._process = None
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    def _log_text(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def _log_tail(self) -> str:
-        lines = self._log_text().splitlines()
-        return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(the log is empty)"

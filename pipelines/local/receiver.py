@@ -15,10 +15,8 @@ for the same one again, so a client keeps its endpoint across a restart.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from typing import IO, Any, Self
 import httpx
 
 from pipelines.local.lrs import HOST, free_port
+from pipelines.local.process import ServerProcess
 from pipelines.receiver.faults import FaultSettings
 from pipelines.receiver.server import (
     BASE_PATH,
@@ -44,9 +43,7 @@ __all__ = ["LocalReceiver", "LocalReceiverError", "free_port"]
 
 LOG_NAME = "receiver.log"
 DB_NAME = "receiver.db"
-STOP_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.05
-_LOG_TAIL_LINES = 25
 _REPO = Path(__file__).resolve().parents[2]
 _READY = re.compile(re.escape(READY_TEXT) + r" (http://127\.0\.0\.1:(\d+)/\S*) \(pid (\d+);")
 
@@ -72,7 +69,7 @@ def _fault_args(settings: FaultSettings) -> list[str]:
     return args
 
 
-class LocalReceiver:
+class LocalReceiver(ServerProcess):
     """Starts and stops one receiver process; a context manager (``with LocalReceiver(dir)``).
 
     ``data_dir`` receives ``receiver.db`` (the state) and ``receiver.log`` (its output).
@@ -275,36 +272,3 @@ class LocalReceiver:
                         f"the local receiver did not answer GET /health within {timeout:g} s; "
                         f"last lines of {self.log_path}:\n{self._log_tail()}")
                 time.sleep(_POLL_SECONDS)
-
-    def _terminate(self) -> None:
-        process = self._process
-        try:
-            if process is not None and process.poll() is None:
-                self._signal_group(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(process.pid, signal.SIGKILL)
-                    process.wait()
-        finally:
-            self._process = None
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    def _log_text(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def _log_tail(self) -> str:
-        lines = self._log_text().splitlines()
-        return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(the log is empty)"
