@@ -20,8 +20,6 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 import httpx
 
@@ -63,19 +61,10 @@ class LocalLRS(ServerProcess):
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, node: str = "node") -> None:
-        self._data_dir = Path(data_dir)
-        self._requested_port = port
-        self._port: int | None = port
+        super().__init__(data_dir, port)
         self._node = node
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
 
     # -- properties ---------------------------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     @property
     def log_path(self) -> Path:
@@ -92,17 +81,6 @@ class LocalLRS(ServerProcess):
     def endpoint(self) -> str:
         """The xAPI base URL, with a trailing slash: ``http://127.0.0.1:PORT/xAPI/``."""
         return f"http://{HOST}:{self.port}/xAPI/"
-
-    @property
-    def pid(self) -> int | None:
-        """The process id while the LRS runs (it also leads its own process group), else None."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -141,22 +119,6 @@ class LocalLRS(ServerProcess):
                 if not (in_use and attempt < attempts):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def stop(self) -> None:
-        """SIGTERM to the LRS' process group, SIGKILL after 5 s; a no-op when it is not running."""
-        self._terminate()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"

@@ -8,23 +8,59 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 STOP_GRACE_SECONDS = 5.0
 LOG_TAIL_LINES = 25
 
 
 class ServerProcess:
-    """Mixin: ``_terminate`` (SIGTERM to the group, SIGKILL after the grace period) and the
-    log helpers. The class sets ``_process``, ``_log_file``, ``_log_offset`` and ``log_path``."""
+    """Base of the local servers: the process, its state, stop (SIGTERM to the group, SIGKILL
+    after the grace period), the context manager and the log helpers. A subclass gives
+    ``start`` and ``log_path``."""
 
-    _process: subprocess.Popen[bytes] | None
-    _log_file: IO[bytes] | None
-    _log_offset: int
+    def __init__(self, data_dir: Path, port: int | None) -> None:
+        self._data_dir = Path(data_dir)
+        self._requested_port = port
+        self._port: int | None = port
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
 
     @property
     def log_path(self) -> Path:
         raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs (it also leads its own process group), else None."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM to its process group, SIGKILL after 5 s; a no-op when it is not running."""
+        self._terminate()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     def _terminate(self) -> None:
         process = self._process

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any
 
 import httpx
 
@@ -82,9 +81,7 @@ class LocalReceiver(ServerProcess):
                  entity: str = DEFAULT_ENTITY, username: str | None = None,
                  password: str | None = None, token: str | None = None,
                  python: str = sys.executable, **faults: Any) -> None:
-        self._data_dir = Path(data_dir)
-        self._requested_port = port
-        self._port: int | None = port
+        super().__init__(data_dir, port)
         self._entity = entity
         self._credentials = (username, password, token)
         self._python = python
@@ -92,15 +89,8 @@ class LocalReceiver(ServerProcess):
             self._faults = FaultSettings().updated(faults)
         except ValueError as exc:
             raise LocalReceiverError(str(exc)) from None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
 
     # -- properties ---------------------------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     @property
     def db_path(self) -> Path:
@@ -130,17 +120,6 @@ class LocalReceiver(ServerProcess):
         """The API base URL with a trailing slash: ``http://127.0.0.1:PORT/isvuz/api/``."""
         return self.base_url + BASE_PATH
 
-    @property
-    def pid(self) -> int | None:
-        """The process id while it runs (it also leads its own process group), else None."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
@@ -168,21 +147,9 @@ class LocalReceiver(ServerProcess):
                 self._terminate()
                 raise
 
-    def stop(self) -> None:
-        """SIGTERM to its process group, SIGKILL after 5 s; a no-op when it is not running."""
-        self._terminate()
-
     def restart(self, timeout: float = 20.0) -> None:
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
