@@ -36,7 +36,8 @@ from pipelines.config import AuthoritySettings, Credentials
 from pipelines.sources.base import Backoff
 from pipelines.sources.lrs import parse_retry_after
 
-RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: besides every 5xx but 501 (Not Implemented, which no retry changes)
+RETRIABLE_STATUS = frozenset({408, 429})
 
 
 class AuthorityError(Exception):

@@ -73,10 +73,9 @@ def reconcile(settings: Settings, client: AuthorityClient | None = None,
     try:
         with state.lock("deliver"):
             report = _compare(build_records(settings), institution, client, limit)
-            drifted = [d for d in report.drift_ids]
-            if mark and drifted:
+            if mark and report.drift_ids:
                 report.marked = Ledger(state).mark_drift(
-                    drifted, "reconcile found the authority's copy missing, different or "
+                    report.drift_ids, "reconcile found the authority's copy missing, different or "
                              "unexpected; the next delivery repairs it")
     finally:
         if own:
