@@ -86,10 +86,11 @@ class _Authority(msgspec.Struct, forbid_unknown_fields=True):
     find_by_id_path: str = "org-data/find-by-id?entity={entity}&id={id}"
     delete_path: str = "org-data/{id}/delete?entity={entity}"
     batch_size: int = 500
+    in_flight: int = 2
     page_size: int = 1000
     gzip: bool = True
     readback: Literal["sample", "all", "none"] = "sample"
-    readback_sample: int = 3
+    readback_sample: int = 1
     record_attempts: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -228,12 +229,15 @@ class AuthoritySettings:
     find_by_id_path: str = "org-data/find-by-id?entity={entity}&id={id}"
     delete_path: str = "org-data/{id}/delete?entity={entity}"
     batch_size: int = 500
+    # saves (with their sample reads) in flight at once while the next batch is made
+    in_flight: int = 2
     page_size: int = 1000
     gzip: bool = True
-    # sample: per batch, readback_sample records are read back by id, and the whole batch when
-    # one differs; all: every record sent; none: the 200 is trusted (reconcile still proves)
+    # sample: per batch, readback_sample records (and the first holding each field not yet
+    # confirmed in the run) are read back by id, and the whole batch when one differs;
+    # all: every record sent; none: the 200 is trusted (reconcile still proves)
     readback: str = "sample"
-    readback_sample: int = 3
+    readback_sample: int = 1
     record_attempts: int = 3
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -471,6 +475,8 @@ def _authority(a: _Authority, where: str) -> AuthoritySettings | None:
         raise bad("endpoint", f"{a.endpoint!r} must be an http:// or https:// URL")
     if not 1 <= a.batch_size <= 10_000:
         raise bad("batch_size", f"{a.batch_size} must be between 1 and 10000")
+    if not 1 <= a.in_flight <= 8:
+        raise bad("in_flight", f"{a.in_flight} must be between 1 and 8 (saves sent at once)")
     if not 1 <= a.page_size <= 10_000:
         raise bad("page_size", f"{a.page_size} must be between 1 and 10000")
     if a.readback_sample < 1:

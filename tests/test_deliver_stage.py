@@ -24,11 +24,21 @@ def test_sample_covers_every_field_that_holds_a_value_in_the_batch() -> None:
     recs = _records(100)
     batch = list(recs)
     picked = _sample(batch, recs, 3)
-    assert picked[0] == "r0" and "r99" in picked
+    assert picked[0] == "r99"  # the last record, then evenly spaced ones
     assert {"r37", "r52"} <= set(picked)  # else an ignored current_score could go unseen
     assert len(picked) == len(set(picked)) >= 3
     filled = {f for r in batch for f, v in recs[r].items() if v is not None}
     assert filled <= {f for r in picked for f, v in recs[r].items() if v is not None}
+
+
+def test_sample_skips_fields_already_confirmed_in_the_run() -> None:
+    recs = _records(100)
+    batch = list(recs)
+    # current_score was already seen kept by the authority: only gpa_points needs its record
+    picked = _sample(batch, recs, 1, unconfirmed=["gpa_points", "iin"])
+    assert picked == ["r99", "r52"]
+    assert _sample(batch, recs, 1, unconfirmed=[]) == ["r99"]
+    assert len(_sample(batch, recs, 4, unconfirmed=[])) == 4
 
 
 def test_sample_of_a_small_batch_is_the_batch() -> None:

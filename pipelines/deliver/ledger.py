@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,12 @@ class Ledger:
     def __init__(self, state: StateStore) -> None:
         self.state = state
         self.engine = state.engine
+        # what SQLAlchemy does to a timestamp for this driver (SQLite: text in its own format;
+        # psycopg: nothing), for the executemany fast paths that bypass it
+        dialect = self.engine.dialect
+        typ = delivery_records.c.updated_at.type
+        self._dt_proc = typ.dialect_impl(dialect).bind_processor(dialect)
+        self._dt_cache: dict[datetime, Any] = {}
 
     # -- runs -------------------------------------------------------------------------------------
     def run_started(self, run_id: str, dry_run: bool, now: datetime) -> None:
@@ -102,33 +109,118 @@ class Ledger:
 
     # -- batches ----------------------------------------------------------------------------------
     def batch_pending(self, batch_id: str, run_id: str, seq: int, kind: str,
-                      record_ids: Sequence[str], payload_sha256: str | None) -> None:
+                      record_ids: Sequence[str], payload_sha256: str | None,
+                      built: Sequence[tuple[str, str, datetime]] = (),
+                      known: dict[str, LedgerRecord] | None = None) -> None:
         """Write the batch row before its request leaves, and in the same transaction put its
         records in flight: ``sending`` (a save) or ``deleting`` (a delete), with no
         acknowledged hash, so that until the authority's copy is confirmed again no run can
-        take them for unchanged (or for deleted), whatever happens in between."""
+        take them for unchanged (or for deleted), whatever happens in between.
+
+        ``built``: (record id, content hash, first built at) of the records whose content the
+        ledger has not seen yet, stamped in the same transaction (what :meth:`mark_built`
+        does on its own); ids absent from ``known`` are inserted. One commit per batch: rows
+        go through the driver's ``executemany``, not one SQLAlchemy statement per record.
+        """
         now = datetime.now(UTC)
-        t = delivery_records
         flight = "deleting" if kind == "delete" else "sending"
+        known = known or {}
+        dt, p, name = self._dt, self._ph, delivery_records.name
+        stamp_now = dt(now)
         with self.engine.begin() as c:
             c.execute(sa.insert(delivery_batches).values(
                 batch_id=batch_id, run_id=run_id, seq=seq, kind=kind, records=len(record_ids),
                 record_ids=list(record_ids), payload_sha256=payload_sha256, attempts=0,
                 status="pending", created_at=now, updated_at=now))
-            upd = (sa.update(t).where(t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
-                   .values(status=flight, acked_hash=None, last_batch_id=batch_id,
-                           updated_at=now))
-            ids = list(record_ids)
-            for i in range(0, len(ids), 500):
-                c.execute(upd, {"ids": ids[i:i + 500]})
+            inserts = [(rid, h, dt(at), flight, batch_id, stamp_now)
+                       for rid, h, at in built if rid not in known]
+            updates = [(h, dt(at), rid) for rid, h, at in built if rid in known]
+            if inserts:
+                c.exec_driver_sql(
+                    f"INSERT INTO {name} (record_id, built_hash, built_at, status, "
+                    f"last_batch_id, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p})", inserts)
+            if updates:
+                c.exec_driver_sql(f"UPDATE {name} SET built_hash = {p}, built_at = {p} "
+                                  f"WHERE record_id = {p}", updates)
+            fresh = {row[0] for row in inserts}
+            rest = [(flight, batch_id, stamp_now, rid) for rid in record_ids if rid not in fresh]
+            if rest:
+                c.exec_driver_sql(
+                    f"UPDATE {name} SET status = {p}, acked_hash = NULL, last_batch_id = {p}, "
+                    f"updated_at = {p} WHERE record_id = {p}", rest)
 
-    def batch_done(self, batch_id: str, status: str, attempts: int, answer: Any) -> None:
+    @property
+    def _ph(self) -> str:
+        """The driver's positional placeholder (sqlite3: ``?``; psycopg: ``%s``)."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def _dt(self, value: datetime) -> Any:
+        """A timestamp as the driver takes it for a DateTime(timezone=True) column."""
+        if self._dt_proc is None:
+            return value
+        got = self._dt_cache.get(value)
+        if got is None:
+            if len(self._dt_cache) > 1024:
+                self._dt_cache.clear()
+            got = self._dt_cache[value] = self._dt_proc(value)
+        return got
+
+    def batch_done(self, batch_id: str, status: str, attempts: int, answer: Any,
+                   delivered: Sequence[str] = (), whole_batch: bool = False) -> None:
+        """Close a batch row with its fate; ``delivered``: records of it confirmed at once (read
+        back equal to their built content), marked in the same transaction. ``whole_batch``:
+        they are every record the batch carried, so one statement on the batch's index entries
+        marks them instead of one per record."""
         text = answer if isinstance(answer, str) else orjson.dumps(answer).decode()
-        with self.engine.begin() as c:
+        now = datetime.now(UTC)
+        with self._lazy_commit() as c:
             c.execute(sa.update(delivery_batches)
                       .where(delivery_batches.c.batch_id == batch_id)
                       .values(status=status, attempts=attempts, answer=text[:4000],
-                              updated_at=datetime.now(UTC)))
+                              updated_at=now))
+            if delivered and whole_batch:
+                p, stamp = self._ph, self._dt(now)
+                c.exec_driver_sql(
+                    f"UPDATE {delivery_records.name} SET acked_hash = built_hash, "
+                    f"acked_at = {p}, status = 'delivered', reason = NULL, updated_at = {p} "
+                    f"WHERE last_batch_id = {p} AND status = 'sending'",
+                    (stamp, stamp, batch_id))
+            else:
+                self._delivered_as_built(c, delivered, now)
+
+    @contextmanager
+    def _lazy_commit(self) -> Iterator[sa.Connection]:
+        """A transaction whose commit does not wait for the disk: it is safe against a crash of
+        this process (the database has it), and after a crash of the machine it may be lost,
+        which costs only a re-send: a batch closed this way that goes missing stays
+        ``pending``, becomes ``interrupted`` and its records are sent again. It is durable at the
+        next ordinary commit (SQLite's WAL is written in order; so is PostgreSQL's). Only
+        answers go this way: a batch row and its records put in flight, which must be on disk
+        before the request leaves, never do."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self.engine.connect() as c:
+            if sqlite:  # a connection setting, outside the transaction (pysqlite sends no BEGIN)
+                c.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                c.commit()
+            try:
+                with c.begin():
+                    if not sqlite:
+                        c.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield c
+            finally:
+                if sqlite:
+                    c.exec_driver_sql("PRAGMA synchronous=FULL")
+                    c.commit()
+
+    def _delivered_as_built(self, c: sa.Connection, record_ids: Sequence[str],
+                            now: datetime) -> None:
+        if not record_ids:
+            return
+        p, stamp = self._ph, self._dt(now)
+        c.exec_driver_sql(
+            f"UPDATE {delivery_records.name} SET acked_hash = built_hash, acked_at = {p}, "
+            f"status = 'delivered', reason = NULL, updated_at = {p} WHERE record_id = {p}",
+            [(stamp, stamp, rid) for rid in record_ids])
 
     def batches(self, limit: int = 20, run_id: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(delivery_batches).order_by(delivery_batches.c.created_at.desc(),
@@ -226,19 +318,10 @@ class Ledger:
             for chunk in _chunks(params):
                 c.execute(stmt, chunk)
 
-
-    def mark_delivered_as_built(self, record_ids: Sequence[str], batch_size: int = 500) -> None:
-        """Mark records delivered with their built content (read back equal to it): one
-        statement per chunk of ids instead of one per record."""
-        now = datetime.now(UTC)
-        t = delivery_records
-        stmt = (sa.update(t).where(t.c.record_id.in_(sa.bindparam("ids", expanding=True)))
-                .values(acked_hash=t.c.built_hash, acked_at=now, status="delivered",
-                        reason=None, updated_at=now))
+    def mark_delivered_as_built(self, record_ids: Sequence[str]) -> None:
+        """Mark records delivered with their built content (read back equal to it)."""
         with self.engine.begin() as c:
-            for i in range(0, len(record_ids), batch_size):
-                c.execute(stmt, {"ids": list(record_ids[i:i + batch_size])})
-
+            self._delivered_as_built(c, record_ids, datetime.now(UTC))
 
     def mark_drift(self, record_ids: Sequence[str], reason: str) -> int:
         """Records reconcile found missing, different or unexpected at the authority: the next

@@ -188,12 +188,19 @@ def aggregate(table: pa.Table) -> pa.Table:
     t = t.append_column("_async_s", pc.if_else(sync, zero, dur))
     t = t.append_column("_online", pc.cast(online, pa.int64()))
     t = t.append_column("_distance", pc.cast(pc.invert(online), pa.int64()))
-    g = t.group_by(_KEYS, use_threads=False).aggregate([
+    # one integer per record key: every grouping and join below hashes an int, not four texts
+    joined = pc.binary_join_element_wise(*[t[k] for k in _KEYS], "\x1f")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    t = t.append_column("_k", pc.dictionary_encode(joined).indices)
+    g = t.group_by("_k", use_threads=False).aggregate([
+        *[(k, "first") for k in _KEYS],
         ("verb_id", "count"), ("_sync", "sum"), ("_async", "sum"), ("_sync_s", "sum"),
         ("_async_s", "sum"), ("_online", "sum"), ("_distance", "sum"), ("timestamp", "max"),
         ("credits", "max"), ("programme_code", "last"), ("student_id", "last"),
         ("source", "distinct"),
     ])
+    g = g.rename_columns({f"{k}_first": k for k in _KEYS})
     live = _distinct_activities(t, pc.and_(pc.equal(t["verb_id"], ATTENDED), sync), "_live")
     done = _distinct_activities(t, pc.or_kleene(
         pc.is_in(t["verb_id"], pa.array([COMPLETED, PASSED])),
@@ -201,16 +208,16 @@ def aggregate(table: pa.Table) -> pa.Table:
     # per activity the latest outcome and the latest score, then per record key
     outcome = _latest_per_activity(t, "success")
     outcome = outcome.append_column("_passed", pc.cast(outcome["success_last"], pa.int64()))
-    assessed = outcome.group_by(_KEYS, use_threads=False).aggregate(
+    assessed = outcome.group_by("_k", use_threads=False).aggregate(
         [("_passed", "sum"), ("_passed", "count")])
-    scored = _latest_per_activity(t, "score_percent").group_by(_KEYS, use_threads=False) \
+    scored = _latest_per_activity(t, "score_percent").group_by("_k", use_threads=False) \
         .aggregate([("score_percent_last", "mean")])
     # joins take no list columns: carry the sources by row number
     sources = g["source_distinct"]
     g = g.drop_columns(["source_distinct"]).append_column(
         "_row", pa.array(range(g.num_rows), pa.int64()))
     for part in (live, done, assessed, scored):
-        g = g.join(part, _KEYS, join_type="left outer", use_threads=False)
+        g = g.join(part, "_k", join_type="left outer", use_threads=False)
     g = g.append_column("source_distinct", sources.take(g["_row"]))
     last_at = pc.strftime(g["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
                           format="%Y-%m-%dT%H:%M:%SZ")
@@ -220,30 +227,45 @@ def aggregate(table: pa.Table) -> pa.Table:
 
 def iter_records(agg: pa.Table, institution: str,
                  activities_per_discipline: dict[tuple[str, str, str], int],
-                 slice_rows: int = 2000) -> Iterator[dict[str, Any]]:
-    """The delivered records of :func:`aggregate`'s rows, made a slice at a time (so a caller
-    can send the first ones while the rest are still being made)."""
+                 slice_rows: int = 2000, json_out: dict[str, bytes] | None = None,
+                 ) -> Iterator[dict[str, Any]]:
+    """The delivered records of :func:`aggregate`'s rows in ``record_id`` order, made a slice at
+    a time (so a caller can send the first ones while the rest are still being made).
+
+    ``json_out``: where to put each record's hashed JSON (its canonical form, by id), so that
+    a sender can make the payload from it (:func:`payload_json`) instead of encoding it again.
+
+    In id order, each batch of records is a narrow range of the key space: the ledger's (and
+    the authority's) index on the id takes a batch in a few pages instead of one per record.
+    """
+    keys = [agg[n].to_pylist() for n in _KEYS]
+    ids = [record_id(institution, iin, disc, f"{start}/{end}")
+           for iin, disc, start, end in zip(*keys, strict=True)]
+    del keys
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ids = [ids[i] for i in order]
+    agg = agg.take(pa.array(order, pa.int64()))
     for start_row in range(0, agg.num_rows, slice_rows):
         part = agg.slice(start_row, slice_rows)
-        yield from _records(part, institution, activities_per_discipline)
+        yield from _records(part, institution, activities_per_discipline,
+                            ids[start_row:start_row + slice_rows], json_out)
 
 
 def _records(g: pa.Table, institution: str,
-             activities_per_discipline: dict[tuple[str, str, str], int]
-             ) -> Iterator[dict[str, Any]]:
+             activities_per_discipline: dict[tuple[str, str, str], int], ids: list[str],
+             json_out: dict[str, bytes] | None = None) -> Iterator[dict[str, Any]]:
     cols = [g[n].to_pylist() for n in _AGG_COLUMNS]
     dumps, sha256 = orjson.dumps, hashlib.sha256
     totals = activities_per_discipline
     for (iin, disc, start, end, student, programme, credits, n_sync, s_sync, n_async,
          s_async, n_online, n_distance, n_live, n_done, n_passed, n_assessed, mean_score,
-         last_at_, n_statements, sources) in zip(*cols, strict=True):
+         last_at_, n_statements, sources), rid in zip(zip(*cols, strict=True), ids, strict=True):
         period = f"{start}/{end}"
         total = totals.get((disc, start, end), 0)
         n_done = n_done or 0
         n_passed = n_passed or 0
         current = None if mean_score is None else round(mean_score, 2)
         letter, points = grade(current)
-        rid = record_id(institution, iin, disc, period)
         # the hashed fields in sorted order (the canonical form: numbers are floats already)
         rec: dict[str, Any] = {
             "academic_period": period,
@@ -278,23 +300,33 @@ def _records(g: pa.Table, institution: str,
             "sync_activity_count": n_sync,
             "sync_activity_seconds": round(s_sync, 2),
         }
-        rec["content_hash"] = sha256(dumps(rec)).hexdigest()
+        canonical_json = dumps(rec)
+        rec["content_hash"] = sha256(canonical_json).hexdigest()
+        if json_out is not None:
+            json_out[rid] = canonical_json
         yield rec
 
 
 def _distinct_activities(t: pa.Table, mask: pa.Array, name: str) -> pa.Table:
     """Per record key, the distinct matched activities of the rows in ``mask`` (as ``name``)."""
-    rows = t.filter(mask).select([*_KEYS, "matched_activity_id"])
-    g = rows.group_by(_KEYS, use_threads=False).aggregate(
+    rows = t.filter(mask).select(["_k", "matched_activity_id"])
+    g = rows.group_by("_k", use_threads=False).aggregate(
         [("matched_activity_id", "count_distinct")])
-    return g.rename_columns([*_KEYS, name])
+    return g.rename_columns(["_k", name])
 
 
 def _latest_per_activity(t: pa.Table, column: str) -> pa.Table:
     """Per record key and activity, the latest non-null ``column`` (``t`` is time-ordered)."""
-    rows = t.filter(pc.is_valid(t[column])).select([*_KEYS, "matched_activity_id", column])
-    return rows.group_by([*_KEYS, "matched_activity_id"], use_threads=False).aggregate(
+    rows = t.filter(pc.is_valid(t[column])).select(["_k", "matched_activity_id", column])
+    return rows.group_by(["_k", "matched_activity_id"], use_threads=False).aggregate(
         [(column, "last")])
+
+
+def payload_json(canonical_json: bytes, content_hash: str, updated_at: str) -> bytes:
+    """The JSON of a whole record as sent (what ``orjson.dumps(with_updated_at(record, ...))``
+    gives, but for the order of the two added keys) from the JSON its hash was taken of."""
+    return b"".join((canonical_json[:-1], b',"content_hash":"', content_hash.encode(),
+                     b'","updated_at":"', updated_at.encode(), b'"}'))
 
 
 def with_updated_at(record: dict[str, Any], updated_at: datetime | str) -> dict[str, Any]:

@@ -157,6 +157,8 @@ delivery_records = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("last_batch_id", sa.String(64)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # a batch's records, confirmed together when its read-back sample holds
+    sa.Index("ix_footprint_delivery_records_batch", "last_batch_id"),
 )
 
 
@@ -220,8 +222,12 @@ class StateStore:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")
+                # the delivery ledger holds a row per record: keep its pages in memory (64 MiB)
+                cur.execute("PRAGMA cache_size=-65536")
                 cur.close()
         metadata.create_all(self.engine)
+        for index in delivery_records.indexes:  # a ledger made before the index existed
+            index.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
