@@ -86,7 +86,7 @@ class _Authority(msgspec.Struct, forbid_unknown_fields=True):
     find_by_id_path: str = "org-data/find-by-id?entity={entity}&id={id}"
     delete_path: str = "org-data/{id}/delete?entity={entity}"
     batch_size: int = 500
-    in_flight: int = 2
+    in_flight: int = 3
     page_size: int = 1000
     gzip: bool = True
     readback: Literal["sample", "all", "none"] = "sample"
@@ -230,7 +230,7 @@ class AuthoritySettings:
     delete_path: str = "org-data/{id}/delete?entity={entity}"
     batch_size: int = 500
     # saves (with their sample reads) in flight at once while the next batch is made
-    in_flight: int = 2
+    in_flight: int = 3
     page_size: int = 1000
     gzip: bool = True
     # sample: per batch, readback_sample records (and the first holding each field not yet

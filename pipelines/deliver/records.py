@@ -168,7 +168,7 @@ _AGG_COLUMNS = ["iin", "discipline_code", "period_start", "period_end", "student
 
 def build_from_table(table: pa.Table, institution: str,
                      activities_per_discipline: dict[tuple[str, str, str], int]) -> Built:
-    recs = iter_records(aggregate(table), institution, activities_per_discipline)
+    recs = RecordStream(table, institution, activities_per_discipline)
     return Built({r["record_id"]: r for r in recs}, table.num_rows)
 
 
@@ -178,6 +178,24 @@ def aggregate(table: pa.Table) -> pa.Table:
         return pa.table({n: pa.array([], pa.null()) for n in _AGG_COLUMNS})
     t = table.select(_COLUMNS)
     t = t.take(pc.sort_indices(t, [("timestamp", "ascending"), ("source", "ascending")]))
+    t = t.append_column("_k", _key_index(t).indices)
+    return _aggregate(t)
+
+
+def _key_index(t: pa.Table) -> pa.DictionaryArray:
+    """One integer per record key (a dictionary of ``iin US discipline US start US end``)."""
+    joined = pc.binary_join_element_wise(*[t[k] for k in _KEYS], _US)
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    out: pa.DictionaryArray = pc.dictionary_encode(joined)
+    return out
+
+
+_US = "\x1f"  # joins the key's parts (none of them holds it: digits, codes, ISO dates)
+
+
+def _aggregate(t: pa.Table) -> pa.Table:
+    """:func:`aggregate` of time-ordered rows that carry their key's integer as ``_k``."""
     sync = pc.equal(t["learning_format"], "synchronous")
     online = pc.equal(t["learning_mode"], "online")
     dur = pc.fill_null(t["duration_seconds"], 0.0)
@@ -188,11 +206,6 @@ def aggregate(table: pa.Table) -> pa.Table:
     t = t.append_column("_async_s", pc.if_else(sync, zero, dur))
     t = t.append_column("_online", pc.cast(online, pa.int64()))
     t = t.append_column("_distance", pc.cast(pc.invert(online), pa.int64()))
-    # one integer per record key: every grouping and join below hashes an int, not four texts
-    joined = pc.binary_join_element_wise(*[t[k] for k in _KEYS], "\x1f")
-    if isinstance(joined, pa.ChunkedArray):
-        joined = joined.combine_chunks()
-    t = t.append_column("_k", pc.dictionary_encode(joined).indices)
     g = t.group_by("_k", use_threads=False).aggregate([
         *[(k, "first") for k in _KEYS],
         ("verb_id", "count"), ("_sync", "sum"), ("_async", "sum"), ("_sync_s", "sum"),
@@ -222,33 +235,66 @@ def aggregate(table: pa.Table) -> pa.Table:
     last_at = pc.strftime(g["timestamp_max"].cast(pa.timestamp("ms", tz="UTC"), safe=False),
                           format="%Y-%m-%dT%H:%M:%SZ")
     g = g.append_column("_last_at", last_at)
-    return g.select(_AGG_COLUMNS)
+    return g.select([*_AGG_COLUMNS, "_k"])
 
 
-def iter_records(agg: pa.Table, institution: str,
-                 activities_per_discipline: dict[tuple[str, str, str], int],
-                 slice_rows: int = 2000, json_out: dict[str, bytes] | None = None,
-                 ) -> Iterator[dict[str, Any]]:
-    """The delivered records of :func:`aggregate`'s rows in ``record_id`` order, made a slice at
-    a time (so a caller can send the first ones while the rest are still being made).
-
-    ``json_out``: where to put each record's hashed JSON (its canonical form, by id), so that
-    a sender can make the payload from it (:func:`payload_json`) instead of encoding it again.
+class RecordStream:
+    """The delivered records of a verified table in ``record_id`` order, aggregated a range of
+    ids at a time, the next range in a thread (Arrow works without the GIL) while the records
+    of this one are made and sent: the first batch can leave before the last key is summed.
 
     In id order, each batch of records is a narrow range of the key space: the ledger's (and
     the authority's) index on the id takes a batch in a few pages instead of one per record.
+    ``json_out``: where to put each record's hashed JSON (its canonical form, by id), so that a
+    sender can make the payload from it (:func:`payload_json`) instead of encoding it again.
     """
-    keys = [agg[n].to_pylist() for n in _KEYS]
-    ids = [record_id(institution, iin, disc, f"{start}/{end}")
-           for iin, disc, start, end in zip(*keys, strict=True)]
-    del keys
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    ids = [ids[i] for i in order]
-    agg = agg.take(pa.array(order, pa.int64()))
-    for start_row in range(0, agg.num_rows, slice_rows):
-        part = agg.slice(start_row, slice_rows)
-        yield from _records(part, institution, activities_per_discipline,
-                            ids[start_row:start_row + slice_rows], json_out)
+
+    def __init__(self, table: pa.Table, institution: str,
+                 activities_per_discipline: dict[tuple[str, str, str], int],
+                 parts: int = 16, json_out: dict[str, bytes] | None = None) -> None:
+        self.institution = institution
+        self.totals = activities_per_discipline
+        self.json_out = json_out
+        self.statements = table.num_rows
+        self._parts: list[int] = []
+        if table.num_rows == 0:
+            self.records = 0
+            return
+        t = table.select(_COLUMNS)
+        keys = _key_index(t)
+        names = keys.dictionary.to_pylist()
+        self.records = n = len(names)
+        ids = []
+        for name in names:
+            iin, disc, start, end = name.split(_US)
+            ids.append(record_id(institution, iin, disc, f"{start}/{end}"))
+        order = sorted(range(n), key=ids.__getitem__)
+        rank = [0] * n
+        for r, i in enumerate(order):
+            rank[i] = r
+        self._ids = ids
+        self._rank = pa.array(rank, pa.int64())
+        part_of_key = pa.array([r * parts // n for r in rank], pa.int64())
+        self._row_part = pc.take(part_of_key, keys.indices)
+        self._t = t.append_column("_k", keys.indices)
+        self._parts = sorted(set(part_of_key.to_pylist()))
+
+    def _part(self, p: int) -> pa.Table:
+        """One range of ids: its rows in time order (what "last" needs), summed, in id order."""
+        t = self._t.filter(pc.equal(self._row_part, p))
+        t = t.take(pc.sort_indices(t, [("timestamp", "ascending"), ("source", "ascending")]))
+        g = _aggregate(t)
+        return g.take(pc.sort_indices(pc.take(self._rank, g["_k"])))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from pipelines.sources.base import prefetch
+
+        parts = (self._part(p) for p in self._parts)
+        for g in prefetch(parts, depth=1):
+            ids = [self._ids[k] for k in g["_k"].to_pylist()]
+            for start in range(0, g.num_rows, 2000):
+                yield from _records(g.slice(start, 2000), self.institution, self.totals,
+                                    ids[start:start + 2000], self.json_out)
 
 
 def _records(g: pa.Table, institution: str,

@@ -2,8 +2,9 @@
 
 One run, under the ``deliver`` lock:
 
-1. aggregate the verified footprint per learner x discipline x period (Arrow,
-   :func:`pipelines.deliver.records.aggregate`) and load the ledger
+1. key the verified footprint per learner x discipline x period (Arrow,
+   :class:`pipelines.deliver.records.RecordStream`: the figures are summed a range of record
+   ids at a time, the next range while this one's records go out) and load the ledger
    (:mod:`pipelines.deliver.ledger`); close what a dead run left open (``pending`` batches
    become ``interrupted``);
 2. make the records a slice at a time and compare each with the ledger as it comes: **new**
@@ -37,7 +38,7 @@ import hashlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -128,15 +129,15 @@ def deliver(settings: Settings, dry_run: bool = False, now: datetime | None = No
             ledger = Ledger(state)
             t = time.perf_counter()
             table = FootprintZones(settings.storage_root).read_verified()
-            agg = R.aggregate(table)
             totals = activity_totals(settings)
             known = ledger.records()
-            report.records, report.statements = agg.num_rows, table.num_rows
+            canonical_json: dict[str, bytes] = {}
+            # keys and ids now; the figures range by range while the records go out
+            stream = R.RecordStream(table, institution, totals,
+                                    json_out=None if dry_run else canonical_json)
+            report.records, report.statements = stream.records, table.num_rows
             del table
             report.phases["build"] = round(time.perf_counter() - t, 3)
-            canonical_json: dict[str, bytes] = {}
-            stream = R.iter_records(agg, institution, totals,
-                                    json_out=None if dry_run else canonical_json)
             if dry_run:
                 seen: set[str] = set()
                 for rec in stream:
@@ -267,7 +268,7 @@ class _Run:
         self._stamps: dict[datetime, str] = {}
         self._built_once = False
 
-    def run(self, stream: Iterator[dict[str, Any]]) -> None:
+    def run(self, stream: Iterable[dict[str, Any]]) -> None:
         self.report.interrupted_batches = self.ledger.interrupt_stale(self.report.run_id)
         crashpoint("deliver-start")
         seen: set[str] = set()
@@ -333,7 +334,7 @@ class _Run:
             self.updated_at.update(self.ledger.built_at(same))
         return stamps
 
-    def _save_all(self, stream: Iterator[dict[str, Any]], seen: set[str]) -> None:
+    def _save_all(self, stream: Iterable[dict[str, Any]], seen: set[str]) -> None:
         """Classify the records as they are made and save the new and changed ones in batches,
         up to ``in_flight`` requests out while the next batch is made and prepared.
 
