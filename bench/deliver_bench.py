@@ -13,7 +13,7 @@ Rows, all measured in this run on this machine:
    plain JSON; we send gzip by default (``--authority "gzip = false"`` to compare like with like).
 3. ``footprint deliver, nothing changed``: the second run (build + compare; nothing to send).
 
-``--rounds`` (default 3) repeats rows 1 and 2 one after the other, each round against fresh
+``--rounds`` (default 5) repeats rows 1 and 2 one after the other, each round against fresh
 receivers and a fresh ledger, and reports the median round by ratio (every round's ratio is in
 the notes): on a shared 2-core machine single runs swing by 10-20 %.
 
@@ -134,9 +134,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000,
                     help="delivered records (default 100,000)")
     ap.add_argument("--batch", type=int, default=500, help="records per save (default 500)")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="rounds of raw then ours, each against fresh receivers and a fresh "
-                         "ledger; the median round by ratio is reported (default 3)")
+                         "ledger; the median round by ratio is reported (default 5)")
     ap.add_argument("--authority", default="",
                     help="extra [authority] settings for our run, e.g. 'gzip = false'")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
