@@ -154,7 +154,8 @@ def _e2e_main(folder: Path) -> dict[str, Any]:
     v = r.verification or {}
     return {"read": r.read, "written": r.written, "rejected": r.rejected,
             "duplicates": r.duplicates, "seconds": dt, "status": r.status, "error": error,
-            "workers": s.workers, "verification": v.get("status", v.get("verification")),
+            "workers": s.workers_for(s.sources[0]),
+            "verification": v.get("status", v.get("verification")),
             "published": v.get("published"), "quarantined": v.get("quarantined"),
             "verify_seconds": v.get("seconds") or 0.0,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

@@ -269,7 +269,7 @@ class Settings:
     storage_root: Path
     state_url: str
     batch_statements: int
-    workers: int
+    workers: int  # [storage] workers: 0 = chosen per source (workers_for)
     sources: tuple[SourceSettings, ...]
     roster: Path | None = None  # [reference] roster: verification runs when both are set
     catalogue: Path | None = None
@@ -296,6 +296,15 @@ class Settings:
     def verifies(self) -> bool:
         """Whether ingestion goes on to verification (both reference files are configured)."""
         return self.roster is not None and self.catalogue is not None
+
+    def workers_for(self, source: SourceSettings) -> int:
+        """Processes that normalise a source's batches. ``workers = 0`` (the default) chooses:
+        a file source is read faster than one process normalises it, so one per CPU (at most
+        8); an LRS serves pages slower than one process normalises them, so none besides the
+        reading process (workers would only take CPU from an LRS on the same machine)."""
+        if self.workers:
+            return self.workers
+        return 1 if source.kind == "xapi-lrs" else min(os.cpu_count() or 1, 8)
 
     def source(self, name: str) -> SourceSettings:
         for s in self.sources:
@@ -430,7 +439,8 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
     if not root.is_absolute():
         root = (base / root).resolve()
     if raw.storage.workers < 0:
-        raise ConfigError(f"{where}: storage.workers: must be 0 (one per CPU) or a count")
+        raise ConfigError(f"{where}: storage.workers: must be 0 (chosen per source) or a "
+                          f"count")
     if not 100 <= raw.storage.batch_statements <= 1_000_000:
         raise ConfigError(f"{where}: storage.batch_statements: must be between 100 and 1000000")
     ref = raw.reference
@@ -455,7 +465,7 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
     return Settings(
         path=file, storage_root=root, state_url=_resolve_sqlite(raw.state.url, base),
         batch_statements=raw.storage.batch_statements,
-        workers=raw.storage.workers or min(os.cpu_count() or 1, 8),
+        workers=raw.storage.workers,
         sources=tuple(sources), roster=ref_path(ref.roster),
         catalogue=ref_path(ref.catalogue), data_docs=raw.quality.data_docs,
         institution_code=inst.code, institution_name=inst.name, authority=authority,

@@ -405,7 +405,7 @@ def _run(
 ) -> datetime | None:
     """Read every page of the window, stage it, commit it; returns the lowest Consistent-Through."""
     write = zones.begin(s.name, report.run_id, window)
-    workers = _Workers(settings.workers)
+    workers = _Workers(settings.workers_for(s))
     pending: deque[Future[BatchResult]] = deque()
     batch = _Batch()
     seq = 0
