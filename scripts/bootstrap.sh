@@ -36,7 +36,17 @@ fi
 
 # 3. the virtual environment, exactly as locked
 log "uv sync (Python ${UV_PYTHON:-managed})"
-uv sync --frozen --quiet
+# Where PYTHONDONTWRITEBYTECODE is set (some CI images set it), Python never caches compiled
+# modules, so every process would compile Airflow's and Great Expectations' thousands of modules
+# again (seconds per process). Compile them once per lock instead: Python still reads .pyc files.
+marker=.venv/.footprint-bytecode
+if [ ! -f "$marker" ] || [ uv.lock -nt "$marker" ]; then
+  uv sync --frozen --quiet --compile-bytecode
+  touch "$marker"
+else
+  uv sync --frozen --quiet
+fi
+.venv/bin/python -m compileall -q pipelines dags bench >/dev/null
 
 # 4. the local LRS (Learning Locker xapi-statements), exactly as locked
 if [ ! -d lrs/node_modules/xapi-statements ] || [ lrs/package-lock.json -nt lrs/node_modules/.package-lock.json ]; then
