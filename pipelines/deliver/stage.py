@@ -18,12 +18,12 @@ One run, under the ``deliver`` lock:
    kept ``failed`` with the authority's reason;
 4. delete logically what the ledger knows and the footprint no longer gives (voided, or its
    learner or discipline left): **deleted**;
-5. read back (``[authority] readback``): by default a field-covering sample of each batch right
-   after its save (a batch whose sample reads back equal is marked delivered in the same
-   transaction that closes its batch row), and the whole batch at the end when the sample
-   differs; a record counts as delivered only when the authority holds exactly its content,
-   because unknown fields are ignored silently; a difference leaves it ``failed`` with the
-   fields that differ.
+5. read back (``[authority] readback``): by default a sample of each batch right after its
+   save, covering every field once per run (a batch whose sample reads back equal is marked
+   delivered in the same transaction that closes its batch row), and the whole batch at the
+   end when the sample differs; a record counts as delivered only when the authority holds
+   exactly its content, because unknown fields are ignored silently; a difference leaves it
+   ``failed`` with the fields that differ.
 
 Crash points (``FOOTPRINT_CRASH_AT``, see :mod:`pipelines.faults`) sit between every pair of
 steps that talk to the ledger or the authority, and the crash tests kill the run at each: the
