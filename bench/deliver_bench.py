@@ -2,15 +2,16 @@
 
 Rows, all measured in this run on this machine:
 
-1. ``raw POST``: the same payloads footprint sends (whole records, JSON arrays of ``batch_size``),
-   posted by a bare httpx client to a fresh receiver, one batch after another, no ledger, no
-   read-back: the receiver's own rate, the baseline (1.00).
+1. ``raw POST``: the same payloads footprint sends, as it sends them (whole records, JSON arrays
+   of ``batch_size``, gzip-compressed unless our settings turn gzip off; serialised and
+   compressed beforehand), posted by a bare httpx client to a fresh receiver, one batch after
+   another, no ledger, no read-back: the receiver's own rate, the baseline (1.00).
 2. ``footprint deliver``: ``pipelines.deliver.stage.deliver`` against another fresh receiver,
    default settings: aggregate the verified zone, make the records a slice at a time and compare
    each with the ledger, stamp each batch and write its row before sending it, send (gzip),
    close it with the answer, read back a sample of each batch (covering every field once per
-   run), mark the records delivered. Ratio to raw: target >= 0.70. The raw baseline sends
-   plain JSON; we send gzip by default (``--authority "gzip = false"`` to compare like with like).
+   run), mark the records delivered. Ratio to raw: target >= 0.70. ``--authority "gzip =
+   false"`` makes both sides send plain JSON.
 3. ``footprint deliver, nothing changed``: the second run (build + compare; nothing to send).
 
 ``--rounds`` (default 5) repeats rows 1 and 2 one after the other, each round against fresh
@@ -24,6 +25,7 @@ written straight into ``verified/`` so that the bench measures delivery alone.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import shutil
 import sys
@@ -115,12 +117,15 @@ def write_config(folder: Path, root: Path, gen: Path, endpoint: str, batch: int,
     return p
 
 
-def raw_post(endpoint: str, bodies: list[bytes]) -> float:
+def raw_post(endpoint: str, bodies: list[bytes], gzipped: bool = False) -> float:
     import httpx
 
+    headers = {"Content-Type": "application/json"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
     t = time.perf_counter()
     with httpx.Client(base_url=endpoint, auth=(BIN, "bench"), timeout=120,
-                      headers={"Content-Type": "application/json"}) as c:
+                      headers=headers) as c:
         for body in bodies:
             r = c.post("org-data/list/save?entity=ONLINE_LEARNING", content=body)
             r.raise_for_status()
@@ -165,6 +170,7 @@ def main() -> None:
         from pipelines.store.state import StateStore
 
         bodies: list[bytes] = []
+        gzipped, json_mib = False, 0.0
         raw_rates: list[float] = []
         ours: list[tuple[float, float, Any]] = []  # (ratio, seconds, report)
         n_payload = 0
@@ -179,9 +185,18 @@ def main() -> None:
                     bodies = [orjson.dumps(payload[i:i + a.batch])
                               for i in range(0, len(payload), a.batch)]
                     n_payload = len(payload)
+                    json_mib = sum(map(len, bodies)) / 2**20
                     del built, payload
+                    # the same payloads as our run sends them: gzip-compressed (beforehand,
+                    # like the serialising) unless our settings turn gzip off
+                    ours_cfg = config.load(write_config(
+                        work / "probe", work / "data", work / "gen", rcv.endpoint, a.batch,
+                        a.authority.replace("; ", "\n") + "\n"))
+                    gzipped = bool(ours_cfg.authority and ours_cfg.authority.gzip)
+                    if gzipped:
+                        bodies = [gzip.compress(b, compresslevel=1) for b in bodies]
                 print(f"round {k + 1}: raw POST ...", file=sys.stderr)
-                raw_s = raw_post(rcv.endpoint, bodies)
+                raw_s = raw_post(rcv.endpoint, bodies, gzipped)
             raw_rates.append(n_payload / raw_s)
             with LocalReceiver(work / f"rcv-ours-{k}") as rcv:
                 s = config.load(write_config(work / f"ours-{k}", work / "data", work / "gen",
@@ -207,13 +222,15 @@ def main() -> None:
         order = sorted(range(a.rounds), key=lambda i: ours[i][0])
         mid = order[len(order) // 2]
         raw_rate = raw_rates[mid]
+        sent_note = (f" sent gzip ({sum(map(len, bodies)) / 2**20:,.1f} MiB)" if gzipped
+                     else " sent plain")
         ratio, ours_s, rep = ours[mid]
         rounds_note = ("" if a.rounds == 1 else
                        f"; median of {a.rounds} rounds (ratios "
                        f"{', '.join(f'{o[0]:.2f}' for o in ours)})")
         rows.append((f"raw POST to the receiver, {n_payload:,}", f"{raw_rate:,.0f} rec/s",
                      "1.00 (baseline)", f"{len(bodies)} batches of {a.batch}, "
-                     f"{sum(map(len, bodies)) / 2**20:,.1f} MiB JSON, "
+                     f"{json_mib:,.1f} MiB JSON{sent_note}, "
                      f"{n_payload / raw_rate:.1f} s (rounds: "
                      f"{', '.join(f'{n_payload / r:.1f}' for r in raw_rates)} s)"))
         rate = rep.new / ours_s
