@@ -202,7 +202,6 @@ def _gone(known: dict[str, LedgerRecord], seen: set[str]) -> list[str]:
 class _Prepared:
     batch_id: str
     rids: list[str]
-    payload: list[dict[str, Any]]  # the records (their ``updated_at`` is in ``body`` only)
     body: bytes
     sample: list[str]  # the records read back right after the save (readback = "sample")
 
@@ -405,7 +404,6 @@ class _Run:
 
     def _prepare(self, rids: list[str], kind: str,
                  built: list[tuple[str, str, datetime]] | None = None) -> _Prepared:
-        payload = [self.records[r] for r in rids]  # what the answer's indices refer to
         sample = (_sample(rids, self.records, self.a.readback_sample, sorted(self.unconfirmed))
                   if self.a.readback == "sample" else [])
         body = b"[" + b",".join([self._payload_json(r) for r in rids]) + b"]"
@@ -414,12 +412,13 @@ class _Run:
         self.ledger.batch_pending(batch_id, self.report.run_id, self.seq, kind, rids,
                                   hashlib.sha256(body).hexdigest(), built or (), self.known)
         self.report.batches += 1
-        return _Prepared(batch_id, rids, payload, body, sample)
+        return _Prepared(batch_id, rids, body, sample)
 
     def _save_and_sample(self, prep: _Prepared) -> _Sent:
         """In the sending thread: save a batch, then (``readback = "sample"``) read back its
         sample of saved records at once, while the main thread prepares the next batch."""
-        answer = self.client.save(prep.payload, prep.body)
+        # the answer's indices refer to these records (their updated_at is in the body only)
+        answer = self.client.save([self.records[r] for r in prep.rids], prep.body)
         crashpoint("deliver-saved")
         held: dict[str, dict[str, Any] | None] = {}
         if self.a.readback == "sample" and answer.accounted(len(prep.rids)):
@@ -441,9 +440,9 @@ class _Run:
             self.ledger.batch_done(prep.batch_id, "failed", exc.attempts, str(exc))
             raise
         crashpoint("deliver-after-send")
-        rids, payload = prep.rids, prep.payload
+        rids = prep.rids
         refused = {f.index: f.reason for f in answer.failed if f.index >= 0}
-        ok = [(r, p["content_hash"]) for i, (r, p) in enumerate(zip(rids, payload, strict=True))
+        ok = [(r, self.records[r]["content_hash"]) for i, r in enumerate(rids)
               if i not in refused]
         # per record, the ledger learns the fate at read-back (delivered or failed); until then
         # the batch row says what was sent, so a crash here costs a re-send, nothing else
