@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -202,22 +203,34 @@ def in_window(table: pa.Table, window: Window) -> pa.Array | pa.ChunkedArray:
 
 
 def write_stage_file(path: Path, table: pa.Table, schema: pa.Schema) -> dict[str, int]:
-    """Staged rows (with a ``date`` column): one file, one row group per date.
+    """Staged rows (with a ``date`` column): one Arrow IPC file, one record batch per date.
 
     The commit then reads back exactly one date's rows at a time, so memory stays bounded by a
-    partition, not by the run. Returns date -> row group.
+    partition, not by the run. Arrow IPC rather than Parquet: staged rows are written once and
+    read once, and IPC does neither encoding nor decoding (a batch is read straight from the
+    memory-mapped file, its columns one by one). Returns date -> record batch.
     """
     table = table.take(pc.sort_indices(table["date"]))
     groups: dict[str, int] = {}
-    with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False) as w:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
         start = 0
         for i, item in enumerate(pc.value_counts(table["date"])):
             day, count = item["values"].as_py(), item["counts"].as_py()
-            w.write_table(table.slice(start, count).drop_columns(["date"]),
-                          row_group_size=max(count, 1))
+            rows = table.slice(start, count).drop_columns(["date"])
+            w.write_batch(pa.RecordBatch.from_arrays([c.combine_chunks() for c in rows.columns],
+                                                     schema=schema))
             groups[day] = i
             start += count
     return groups
+
+
+def read_staged(path: Path, index: int, columns: list[str] | None = None) -> pa.Table:
+    """One date's staged rows (record batch ``index`` of a staged file), optionally some
+    columns only (the file is memory-mapped: the other columns are never read)."""
+    batch = pa.ipc.open_file(pa.memory_map(str(path))).get_batch(index)
+    if columns is not None:
+        batch = batch.select(columns)
+    return pa.Table.from_batches([batch])
 
 
 def write_raw_part(path: Path, table: pa.Table) -> None:
@@ -237,18 +250,155 @@ class PartitionResult:
     action: str = "none"  # "written", "removed" or "none"
 
 
+# Rows per row group of a partition written by a streaming merge: what a merge holds at once.
+STREAM_ROWS = 16_384
+
+
 def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window: Window,
                     schema: pa.Schema, run_id: str) -> PartitionResult:
     """One date partition after the run: rows outside the window kept, the window's replaced.
 
     A pure function of its arguments and the files, so that partitions can merge in parallel.
+
+    Streaming, so that memory does not grow with the partition: a first pass reads only the
+    staged rows' ids and time keys and keeps each id's first row; when those rows are in time
+    order (the usual case: an LRS pages by ``stored``), the partition is written a row group at
+    a time: the old rows before the window, the staged rows piece by piece, the old rows after
+    the window. Otherwise the partition is merged and sorted in memory (:func:`_merge_whole`).
+    Both give the same file content.
     """
     out = PartitionResult(day)
-    tables = [pq.ParquetFile(f).read_row_group(rg) for f, rg in pieces]
+    firsts, ordered, new_ids = _first_rows(pieces)
+    out.written = sum(m.true_count for m in firsts)
+    out.duplicates = sum(len(m) for m in firsts) - out.written
+    if not ordered:
+        return _merge_whole(dest, out, pieces, window, schema, run_id)
+    old = pq.ParquetFile(dest) if dest.exists() else None
+    tmp = dest.parent / f".tmp-{run_id}-{dest.name}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with _RowGroups(tmp, schema) as w:
+        if old is not None and window.since is not None:
+            for t in _old_rows(old, window, new_ids, before=True):
+                w.add(t)
+        for (f, i), first in zip(pieces, firsts, strict=True):
+            if first.true_count:
+                w.add(read_staged(f, i).filter(first))
+        if old is not None:
+            for t in _old_rows(old, window, new_ids, before=False):
+                w.add(t)
+        rows = w.rows
+    return _finish(dest, tmp, rows, out)
+
+
+def _first_rows(pieces: list[tuple[Path, int]]) -> tuple[list[pa.Array], bool, pa.Array]:
+    """Per piece, which rows are their id's first; whether those rows are in time order; and
+    their ids. Reads only three columns of each piece."""
+    cols = ["statement_id", "stored", "timestamp"]
+    keys = [read_staged(f, i, cols) for f, i in pieces]
+    if not keys:
+        return [], True, pa.array([], pa.string())
+    allk = pa.concat_tables(keys)
+    ids = allk["statement_id"].combine_chunks()
+    n = len(ids)
+    if pc.count_distinct(ids).as_py() == n:
+        mask = pa.array(np.ones(n, bool))
+    else:
+        idx = pa.table({"id": ids, "i": pa.array(np.arange(n, dtype=np.int64))})
+        first = idx.group_by("id", use_threads=False).aggregate([("i", "min")])["i_min"]
+        keep = np.zeros(n, bool)
+        keep[first.to_numpy()] = True
+        mask = pa.array(keep)
+    key = pc.coalesce(allk["stored"], allk["timestamp"]).combine_chunks().filter(mask)
+    m = len(key)
+    ordered = m < 2 or pc.all(pc.greater_equal(key.slice(1), key.slice(0, m - 1))).as_py()
+    firsts, start = [], 0
+    for t in keys:
+        firsts.append(mask.slice(start, t.num_rows))
+        start += t.num_rows
+    return firsts, bool(ordered), ids.filter(mask)
+
+
+def _old_rows(old: pq.ParquetFile, window: Window, new_ids: pa.Array,
+              before: bool) -> Iterator[pa.Table]:
+    """The rows of the partition's previous file that stay, a row group at a time: those
+    before the window (time key <= since), or those after it (> until, or no time key); an id
+    the run wrote again is dropped."""
+    for batch in old.iter_batches(batch_size=STREAM_ROWS):
+        t = pa.Table.from_batches([batch])
+        key = pc.coalesce(t["stored"], t["timestamp"])
+        if before:
+            assert window.since is not None
+            keep = pc.fill_null(pc.less_equal(key, pa.scalar(window.since, key.type)), False)
+        elif window.until is not None:
+            keep = pc.fill_null(pc.greater(key, pa.scalar(window.until, key.type)), True)
+        else:
+            keep = pc.is_null(key)
+        if len(new_ids):
+            keep = pc.and_(keep, pc.invert(pc.is_in(t["statement_id"], value_set=new_ids)))
+        t = t.filter(keep)
+        if t.num_rows:
+            yield t
+
+
+class _RowGroups:
+    """A Parquet file written a row group of ``STREAM_ROWS`` at a time, fsync'd on close."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.fh = path.open("wb")
+        self.writer = pq.ParquetWriter(self.fh, schema, compression="zstd", compression_level=1)
+        self.buf: list[pa.Table] = []
+        self.held = 0
+        self.rows = 0
+
+    def add(self, t: pa.Table) -> None:
+        self.buf.append(t)
+        self.held += t.num_rows
+        self.rows += t.num_rows
+        if self.held >= STREAM_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.held:
+            self.writer.write_table(pa.concat_tables(self.buf), row_group_size=STREAM_ROWS)
+        self.buf, self.held = [], 0
+
+    def __enter__(self) -> _RowGroups:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._flush()
+            self.writer.close()
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        finally:
+            self.fh.close()
+
+
+def _finish(dest: Path, tmp: Path, rows: int, out: PartitionResult) -> PartitionResult:
+    """Put the written file in place (or remove the partition when nothing is left in it)."""
+    if rows == 0:
+        tmp.unlink(missing_ok=True)
+        if dest.exists():
+            dest.unlink()
+            _fsync_dir(dest.parent)
+            out.action = "removed"
+        return out
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+    out.action = "written"
+    pa.default_memory_pool().release_unused()  # hand freed buffers back before the next merge
+    return out
+
+
+def _merge_whole(dest: Path, out: PartitionResult, pieces: list[tuple[Path, int]],
+                 window: Window, schema: pa.Schema, run_id: str) -> PartitionResult:
+    """The in-memory merge: the partition's rows at once, deduplicated and sorted by time."""
+    tables = [read_staged(f, i) for f, i in pieces]
     staged = pa.concat_tables(tables) if tables else schema.empty_table()
     unique = _first_by_id(staged)
-    out.duplicates = staged.num_rows - unique.num_rows
-    out.written = unique.num_rows
     if dest.exists():
         old = pq.read_table(dest, schema=schema)
         kept = old.filter(pc.invert(in_window(old, window)))
@@ -256,15 +406,11 @@ def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window
     else:
         combined = unique
     if combined.num_rows == 0:
-        if dest.exists():
-            dest.unlink()
-            _fsync_dir(dest.parent)
-            out.action = "removed"
-        return out
+        return _finish(dest, dest.parent / f".tmp-{run_id}-{dest.name}", 0, out)
     write_parquet_atomic(_in_time_order(combined), dest, run_id)
     out.action = "written"
     del tables, staged, unique, combined
-    pa.default_memory_pool().release_unused()  # hand freed buffers back before the next merge
+    pa.default_memory_pool().release_unused()
     return out
 
 
@@ -293,7 +439,7 @@ class WindowWrite:
 
     def paths(self, seq: int) -> tuple[Path, Path]:
         """Where batch ``seq`` writes its staged rows and its raw part."""
-        return self.stage_dir / f"rows-{seq:06d}.parquet", self.stage_dir / f"raw-{seq:06d}.parquet"
+        return self.stage_dir / f"rows-{seq:06d}.arrow", self.stage_dir / f"raw-{seq:06d}.parquet"
 
     def record(self, staged: tuple[Path, dict[str, int]] | None, raw_part: Path | None) -> None:
         if staged is not None:
