@@ -82,7 +82,7 @@ def test_streaming_merge_equals_the_in_memory_merge(
                     DAY + timedelta(minutes=until_min) if until_min is not None else None)
     dests = [tmp_path / "stream" / "part.parquet", tmp_path / "whole" / "part.parquet"]
     if with_old:  # a previous file: rows before, inside and after the window, and untimed ones
-        old_min: list[int | None] = sorted(rnd.randint(0, 700) for _ in range(30))
+        old_min: list[int | None] = [*sorted(rnd.randint(0, 700) for _ in range(30))]
         old_min += [None, None]
         old = rows([f"id-{rnd.randint(20, 60):03d}" for _ in old_min], old_min, "old-")
         old = Z._first_by_id(old)
