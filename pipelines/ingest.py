@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,6 +46,7 @@ from pipelines.sources.base import (
 from pipelines.store.state import LockHeld, StateStore, pid_alive
 from pipelines.store.zones import (
     RAW_SCHEMA,
+    Batches,
     Zones,
     in_window,
     write_raw_part,
@@ -159,7 +161,7 @@ class BatchResult:
     rejected: int
     outside_window: int
     rejected_by_reason: dict[str, int]
-    staged: tuple[Path, dict[str, int]] | None
+    staged: tuple[Path, dict[str, Batches]] | None
     raw_part: Path
 
 
@@ -189,42 +191,55 @@ def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) 
         if isinstance(inside, pa.ChunkedArray):
             inside = inside.combine_chunks()
     else:
-        inside = pa.array([True] * table.num_rows, pa.bool_())
-    reason: list[str | None] = [None] * n
-    detail: list[str | None] = [None] * n
-    rej_id: list[str | None] = [None] * n
+        inside = pa.repeat(pa.scalar(True), table.num_rows)
     by_reason: dict[str, int] = {}
-    for i, rej in result.rejections.items():
-        reason[i], detail[i], rej_id[i] = rej.reason, rej.detail, rej.statement_id
-        by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
+    is_row = np.zeros(n, bool)
+    is_row[np.asarray(result.row_index, np.int64)] = True
+    row_mask = pa.array(is_row)
+    if result.rejections:
+        rejs = list(result.rejections.values())
+        for rej in rejs:
+            by_reason[rej.reason] = by_reason.get(rej.reason, 0) + 1
+        slot = np.full(n, -1, np.int64)  # position -> its rejection's index, -1: none
+        slot[np.fromiter(result.rejections, np.int64, len(rejs))] = np.arange(len(rejs))
+        where = pa.array(slot, mask=slot < 0)
+
+        def scatter(values: list[str | None]) -> pa.Array:
+            return pc.take(pa.array(values, pa.string()), where)
+
+        reason = scatter([r.reason for r in rejs])
+        detail = scatter([r.detail for r in rejs])
+        rej_id = scatter([r.statement_id for r in rejs])
+    else:
+        reason = detail = rej_id = pa.nulls(n, pa.string())
     # Rows are in reading order, so the positions of the rows, in order, take their values.
-    is_row = [False] * n
-    for i in result.row_index:
-        is_row[i] = True
-    row_mask = pa.array(is_row, pa.bool_())
     status = pc.replace_with_mask(pa.repeat(pa.scalar("rejected", pa.string()), n), row_mask,
                                   pc.if_else(inside, "normalised", "outside-window"))
-    sid = pc.replace_with_mask(pa.array(rej_id, pa.string()), row_mask,
-                               table["statement_id"].combine_chunks())
+    sid = pc.replace_with_mask(rej_id, row_mask, table["statement_id"].combine_chunks())
     raw: list[bytes] = []
+    sizes: list[int] = []
     refs: list[str] = []
-    index: list[int] = []
+    index: list[Any] = []
     fetched: list[int] = []
     for statements, ref, fetched_at, positions in pages:
         m = len(statements)
         raw.extend(statements)
-        refs.extend([ref] * m)
-        index.extend(positions if positions is not None else range(m))
-        fetched.extend([(fetched_at - _EPOCH) // _MICRO] * m)
+        sizes.append(m)
+        refs.append(ref)
+        index.append(np.asarray(positions, np.int64) if positions is not None
+                     else np.arange(m, dtype=np.int64))
+        fetched.append((fetched_at - _EPOCH) // _MICRO)
+    page_of = pa.array(np.repeat(np.arange(len(pages), dtype=np.int32), sizes))
     write_raw_part(job.raw_path, pa.table({
         "statement_id": sid,
         "raw": pa.array(raw, pa.binary()),
         "status": status,
-        "reason": pa.array(reason, pa.string()),
-        "detail": pa.array(detail, pa.string()),
-        "fetch_ref": pa.array(refs, pa.string()),
-        "fetch_index": pa.array(index, pa.int64()),
-        "fetched_at": pa.array(fetched, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "reason": reason,
+        "detail": detail,
+        "fetch_ref": pc.take(pa.array(refs, pa.string()), page_of),
+        "fetch_index": pa.array(np.concatenate(index) if index else np.zeros(0, np.int64)),
+        "fetched_at": pc.take(pa.array(fetched, pa.int64()), page_of).cast(
+            pa.timestamp("us", tz="UTC")),
         "run_id": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
     }, schema=RAW_SCHEMA))
     keep = table.filter(inside)

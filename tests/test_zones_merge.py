@@ -46,7 +46,7 @@ def rows(ids: list[str], minutes: list[int | None], tag: str) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=SCHEMA)
 
 
-def stage(tmp: Path, name: str, t: pa.Table) -> tuple[Path, int]:
+def stage(tmp: Path, name: str, t: pa.Table) -> tuple[Path, Z.Batches]:
     path = tmp / f"{name}.arrow"
     day = pa.array([DAY.date().isoformat()] * t.num_rows, pa.string())
     groups = Z.write_stage_file(path, t.append_column("date", day), SCHEMA)

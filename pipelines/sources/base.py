@@ -110,11 +110,16 @@ class Page:
 
 def split_block(block: bytes, first_line: int) -> tuple[list[bytes], list[int]]:
     """A block of NDJSON lines -> its non-blank lines (stripped) and their line numbers."""
+    stripped = [line.strip() for line in block.split(b"\n")]
+    if stripped and not stripped[-1]:
+        stripped.pop()  # the block's final newline
+    if b"" not in stripped:  # no blank line: the usual case, no per-line work left
+        return stripped, list(range(first_line, first_line + len(stripped)))
     statements: list[bytes] = []
     numbers: list[int] = []
-    for i, line in enumerate(block.split(b"\n")):
-        if line.strip():
-            statements.append(line.strip())
+    for i, line in enumerate(stripped):
+        if line:
+            statements.append(line)
             numbers.append(first_line + i)
     return statements, numbers
 

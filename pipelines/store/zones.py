@@ -202,35 +202,52 @@ def in_window(table: pa.Table, window: Window) -> pa.Array | pa.ChunkedArray:
     return pc.fill_null(mask, False)
 
 
-def write_stage_file(path: Path, table: pa.Table, schema: pa.Schema) -> dict[str, int]:
-    """Staged rows (with a ``date`` column): one Arrow IPC file, one record batch per date.
+Batches = tuple[int, int]
+"""The record batches [start, stop) of a staged file that hold one date's rows."""
+
+
+def write_stage_file(path: Path, table: pa.Table, schema: pa.Schema) -> dict[str, Batches]:
+    """Staged rows (with a ``date`` column): one Arrow IPC file, each date's rows in a run of
+    record batches (the table's chunks, never copied).
 
     The commit then reads back exactly one date's rows at a time, so memory stays bounded by a
     partition, not by the run. Arrow IPC rather than Parquet: staged rows are written once and
     read once, and IPC does neither encoding nor decoding (a batch is read straight from the
-    memory-mapped file, its columns one by one). Returns date -> record batch.
+    memory-mapped file, its columns one by one). Rows already grouped by date (the usual case:
+    a source read in ``stored`` order) are not sorted again. Returns date -> batches.
     """
-    table = table.take(pc.sort_indices(table["date"]))
-    groups: dict[str, int] = {}
+    dates = table["date"]
+    n = len(dates)
+    if n > 1 and not pc.all(pc.greater_equal(dates.slice(1), dates.slice(0, n - 1))).as_py():
+        table = table.take(pc.sort_indices(dates))
+    groups: dict[str, Batches] = {}
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-        start = 0
-        for i, item in enumerate(pc.value_counts(table["date"])):
+        start = batch = 0
+        for item in pc.value_counts(table["date"]):
             day, count = item["values"].as_py(), item["counts"].as_py()
-            rows = table.slice(start, count).drop_columns(["date"])
-            w.write_batch(pa.RecordBatch.from_arrays([c.combine_chunks() for c in rows.columns],
-                                                     schema=schema))
-            groups[day] = i
+            rows = table.slice(start, count).drop_columns(["date"]).cast(schema)
+            chunks = rows.to_batches()
+            for b in chunks:
+                w.write_batch(b)
+            groups[day] = (batch, batch + len(chunks))
+            batch += len(chunks)
             start += count
     return groups
 
 
-def read_staged(path: Path, index: int, columns: list[str] | None = None) -> pa.Table:
-    """One date's staged rows (record batch ``index`` of a staged file), optionally some
-    columns only (the file is memory-mapped: the other columns are never read)."""
-    batch = pa.ipc.open_file(pa.memory_map(str(path))).get_batch(index)
-    if columns is not None:
-        batch = batch.select(columns)
-    return pa.Table.from_batches([batch])
+def read_staged(path: Path, batches: Batches, columns: list[str] | None = None) -> pa.Table:
+    """One date's staged rows (``batches`` of a staged file), optionally some columns only
+    (the file is memory-mapped: the other columns are never read)."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    out = []
+    for i in range(*batches):
+        b = reader.get_batch(i)
+        out.append(b.select(columns) if columns is not None else b)
+    if not out:
+        schema = reader.schema
+        return (schema if columns is None else pa.schema([schema.field(c) for c in columns])
+                ).empty_table()
+    return pa.Table.from_batches(out)
 
 
 def write_raw_part(path: Path, table: pa.Table) -> None:
@@ -254,7 +271,7 @@ class PartitionResult:
 STREAM_ROWS = 16_384
 
 
-def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window: Window,
+def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, Batches]], window: Window,
                     schema: pa.Schema, run_id: str) -> PartitionResult:
     """One date partition after the run: rows outside the window kept, the window's replaced.
 
@@ -291,7 +308,7 @@ def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, int]], window
     return _finish(dest, tmp, rows, out)
 
 
-def _first_rows(pieces: list[tuple[Path, int]]) -> tuple[list[pa.Array], bool, pa.Array]:
+def _first_rows(pieces: list[tuple[Path, Batches]]) -> tuple[list[pa.Array], bool, pa.Array]:
     """Per piece, which rows are their id's first; whether those rows are in time order; and
     their ids. Reads only three columns of each piece."""
     cols = ["statement_id", "stored", "timestamp"]
@@ -393,7 +410,7 @@ def _finish(dest: Path, tmp: Path, rows: int, out: PartitionResult) -> Partition
     return out
 
 
-def _merge_whole(dest: Path, out: PartitionResult, pieces: list[tuple[Path, int]],
+def _merge_whole(dest: Path, out: PartitionResult, pieces: list[tuple[Path, Batches]],
                  window: Window, schema: pa.Schema, run_id: str) -> PartitionResult:
     """The in-memory merge: the partition's rows at once, deduplicated and sorted by time."""
     tables = [read_staged(f, i) for f, i in pieces]
@@ -433,7 +450,7 @@ class WindowWrite:
         self.window = window
         self.stage_dir = zones.staging / source / run_id
         self.stage_dir.mkdir(parents=True, exist_ok=True)
-        self._staged: list[tuple[Path, dict[str, int]]] = []
+        self._staged: list[tuple[Path, dict[str, Batches]]] = []
         self._raw_parts: list[Path] = []
         self.raw_dir = zones.source_dir(zones.raw, source) / f"window={window.label()}"
 
@@ -441,7 +458,7 @@ class WindowWrite:
         """Where batch ``seq`` writes its staged rows and its raw part."""
         return self.stage_dir / f"rows-{seq:06d}.arrow", self.stage_dir / f"raw-{seq:06d}.parquet"
 
-    def record(self, staged: tuple[Path, dict[str, int]] | None, raw_part: Path | None) -> None:
+    def record(self, staged: tuple[Path, dict[str, Batches]] | None, raw_part: Path | None) -> None:
         if staged is not None:
             self._staged.append(staged)
         if raw_part is not None:

@@ -325,7 +325,7 @@ def _or(values: Sequence[Any], empty: Any) -> list[Any]:
 
 
 def _arr(values: Sequence[Any], typ: pa.DataType = _STR) -> pa.Array:
-    if not any(v is not None for v in values):  # columns a source never fills cost nothing
+    if values.count(None) == len(values):  # columns a source never fills cost nothing
         return pa.nulls(len(values), typ)
     return pa.array(values, type=typ)
 
@@ -339,7 +339,7 @@ def _raw_text(values: Sequence[msgspec.Raw]) -> pa.Array:
 
 def _ids(refs: Sequence[Any]) -> pa.Array:
     """contextActivities lists (or the single object 1.0.x also allows) -> list<string>."""
-    if not any(r is not None for r in refs):
+    if refs.count(None) == len(refs):
         return pa.nulls(len(refs), pa.list_(_STR))
     return pa.array(
         [None if r is None else [a.id for a in r] if r.__class__ is list else [r.id]
