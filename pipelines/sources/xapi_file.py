@@ -57,7 +57,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
             if cut < 0:
                 rest += chunk
                 continue
-            yield rest + chunk[:cut + 1]
+            yield b"".join((rest, memoryview(chunk)[:cut + 1]))  # one copy, not two
             rest = chunk[cut + 1:]
         if rest:
             yield rest + b"\n"
