@@ -175,7 +175,7 @@ def process_batch(job: BatchJob) -> BatchResult:
     gc.disable()  # decoded statements are many and acyclic: collecting them is wasted time
     try:
         pages = job.page_data()
-        result = normalise_batch(job.source, job.run_id, pages)
+        result = normalise_batch(job.source, job.run_id, pages, drop_late=False)
         return _write_batch(job, pages, result)
     finally:
         if was:
@@ -185,16 +185,24 @@ def process_batch(job: BatchJob) -> BatchResult:
 
 def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) -> BatchResult:
     n = sum(len(p[0]) for p in pages)
-    table = result.rows
+    table = result.rows  # with the rows ``result.keep`` rejects, if any
+    rows = table.num_rows
     if job.window.since is not None or job.window.until is not None:
         inside = in_window(table, job.window)
         if isinstance(inside, pa.ChunkedArray):
             inside = inside.combine_chunks()
     else:
-        inside = pa.repeat(pa.scalar(True), table.num_rows)
+        inside = pa.repeat(pa.scalar(True), rows)
+    row_index = np.asarray(result.row_index, np.int64)
+    ids = table["statement_id"].combine_chunks()
+    keep = inside
+    if result.keep is not None:  # one filter of the table below for both reasons
+        row_index = row_index[result.keep.to_numpy(zero_copy_only=False)]
+        ids, inside = ids.filter(result.keep), inside.filter(result.keep)
+        keep = pc.and_(keep, result.keep)
     by_reason: dict[str, int] = {}
     is_row = np.zeros(n, bool)
-    is_row[np.asarray(result.row_index, np.int64)] = True
+    is_row[row_index] = True
     row_mask = pa.array(is_row)
     if result.rejections:
         rejs = list(result.rejections.values())
@@ -215,7 +223,7 @@ def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) 
     # Rows are in reading order, so the positions of the rows, in order, take their values.
     status = pc.replace_with_mask(pa.repeat(pa.scalar("rejected", pa.string()), n), row_mask,
                                   pc.if_else(inside, "normalised", "outside-window"))
-    sid = pc.replace_with_mask(rej_id, row_mask, table["statement_id"].combine_chunks())
+    sid = pc.replace_with_mask(rej_id, row_mask, ids)
     raw: list[bytes] = []
     sizes: list[int] = []
     refs: list[str] = []
@@ -242,13 +250,13 @@ def _write_batch(job: BatchJob, pages: list[PageData], result: NormalisedBatch) 
             pa.timestamp("us", tz="UTC")),
         "run_id": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
     }, schema=RAW_SCHEMA))
-    keep = table.filter(inside)
+    kept = table if keep.true_count == rows else table.filter(keep)
     staged = None
-    if keep.num_rows:
-        staged = (job.rows_path, write_stage_file(job.rows_path, keep, job.schema))
+    if kept.num_rows:
+        staged = (job.rows_path, write_stage_file(job.rows_path, kept, job.schema))
     return BatchResult(
-        statements=n, written=keep.num_rows, rejected=len(result.rejections),
-        outside_window=table.num_rows - keep.num_rows, rejected_by_reason=by_reason,
+        statements=n, written=kept.num_rows, rejected=len(result.rejections),
+        outside_window=len(row_index) - kept.num_rows, rejected_by_reason=by_reason,
         staged=staged, raw_part=job.raw_path,
     )
 

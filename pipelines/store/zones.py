@@ -225,7 +225,7 @@ def write_stage_file(path: Path, table: pa.Table, schema: pa.Schema) -> dict[str
         start = batch = 0
         for item in pc.value_counts(table["date"]):
             day, count = item["values"].as_py(), item["counts"].as_py()
-            rows = table.slice(start, count).drop_columns(["date"]).cast(schema)
+            rows = table.slice(start, count).drop_columns(["date"])
             chunks = rows.to_batches()
             for b in chunks:
                 w.write_batch(b)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec.structs import astuple
@@ -544,19 +545,29 @@ class NormalisedBatch:
 
     ``rows`` are in reading order; ``row_index[k]`` is the position of row k in the batch (the
     pages' statements one after the other), and ``rejections`` names every other position.
+
+    ``keep`` is None unless ``normalise_batch(..., drop_late=False)`` was asked: then ``rows``
+    (and ``row_index``) still hold the rows rejected once their columns were built (bad id,
+    unparseable times), ``keep`` is False for them, and the caller filters once for all.
     """
 
     rows: pa.Table
     row_index: list[int]
     rejections: dict[int, Rejection]
+    keep: pa.Array | None = None
 
 
 PageData = tuple[Sequence[bytes], str, datetime, Sequence[int] | None]
 """A page's statements, its ref (URL or file), when it was read, and the statements' positions."""
 
 
-def normalise_batch(source: str, run_id: str, pages: Sequence[PageData]) -> NormalisedBatch:
-    """Normalise whole pages at once: a pure function, so it can run in a worker process."""
+def normalise_batch(source: str, run_id: str, pages: Sequence[PageData],
+                    drop_late: bool = True) -> NormalisedBatch:
+    """Normalise whole pages at once: a pure function, so it can run in a worker process.
+
+    ``drop_late=False``: leave the rows rejected after their columns were built in the table,
+    marked in ``NormalisedBatch.keep`` (saves copying the table when the caller filters it
+    again anyway)."""
     norm = Normaliser(source, run_id)
     rejections: dict[int, Rejection] = {}
     row_index: list[int] = []
@@ -577,7 +588,11 @@ def normalise_batch(source: str, run_id: str, pages: Sequence[PageData]) -> Norm
     if late:
         for p, rej in late.items():
             rejections[row_index[p]] = rej
-        table = table.filter(pa.array([p not in late for p in range(table.num_rows)]))
+        keep = np.ones(table.num_rows, bool)
+        keep[np.fromiter(late, np.int64, len(late))] = False
+        if not drop_late:
+            return NormalisedBatch(table, row_index, rejections, pa.array(keep))
+        table = table.filter(pa.array(keep))
         row_index = [ix for p, ix in enumerate(row_index) if p not in late]
     return NormalisedBatch(table, row_index, rejections)
 
