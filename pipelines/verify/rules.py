@@ -261,7 +261,7 @@ class RawStatements:
     def __init__(self, raw: Mapping[str, bytes] | pa.Table) -> None:
         self._dict: Mapping[str, bytes] | None = None
         self._views: dict[str, memoryview] = {}
-        self.order: list[str | None] = []  # a table's raw_sha256 per row, in table order
+        self._order: list[str | None] = []  # a table's raw_sha256 per row, in table order
         if not isinstance(raw, pa.Table):
             self._dict = raw
             return
@@ -272,13 +272,31 @@ class RawStatements:
             shas = raw["raw_sha256"].to_pylist()
         else:
             shas = [hashlib.sha256(v).hexdigest() for v in views]
-        self.order = shas
+        self._order = shas
         self._views = {s: v for s, v in zip(shas, views, strict=True) if s is not None}
 
     def get(self, sha: str) -> bytes | memoryview | None:
         if self._dict is not None:
             return self._dict.get(sha)
         return self._views.get(sha)
+
+    @property
+    def order(self) -> list[str | None]:
+        """A table's raw_sha256 per row, in table order (empty for a dict)."""
+        return self._order
+
+    def order_array(self) -> pa.Array:
+        """``order`` as an Arrow string array."""
+        return pa.array(self._order, pa.string())
+
+    def verdicts(
+        self, shas: list[str], version: str, tolerate: Collection[str]
+    ) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]] | None:
+        """Verdicts judged beforehand (see ``pipelines.verify.stage``), or None: judge here."""
+        return None
+
+    def prefetch(self, shas: list[str]) -> None:
+        """Make ``get`` fast for these bodies (a no-op when every body is held already)."""
 
 
 def _binary_views(arr: pa.Array) -> list[memoryview]:
@@ -577,6 +595,9 @@ def _validate(
     shas: list[str], raws: RawStatements, version: str, tolerate: Collection[str]
 ) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
     """Problems and tolerated problems by raw_sha256, for the bodies that have any."""
+    judged = raws.verdicts(shas, version, tolerate)
+    if judged is not None:
+        return judged
     out: dict[str, list[Problem]] = {}
     tolerated: dict[str, list[Problem]] = {}
     missing: list[str] = []
@@ -953,6 +974,7 @@ def verify(
             )
         )
         raw_text = []
+        raws.prefetch(qsha.to_pylist())
         for s in qsha.to_pylist():
             b = raws.get(s)
             assert b is not None  # _validate checked every live body

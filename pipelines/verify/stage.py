@@ -43,11 +43,15 @@ loudly when that does not hold.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -59,9 +63,16 @@ from pipelines.store.footprint import FootprintZones
 from pipelines.store.state import StateStore
 from pipelines.store.zones import RAW_SCHEMA, Zones, in_window
 from pipelines.verify.reference import Catalogue, Roster, load_catalogue, load_roster
-from pipelines.verify.rules import CONFLICTING_DUPLICATE, RawStatements, Verification, verify
+from pipelines.verify.rules import (
+    CONFLICTING_DUPLICATE,
+    RawStatements,
+    Verification,
+    _binary_views,
+    verify,
+)
 from pipelines.verify.voiding import Void, VoidChange, apply_voids
 from pipelines.xapi.normalise import PageData, normalise_batch
+from pipelines.xapi.validate import Problem, validate_detailed_bytes
 
 SKIPPED_MESSAGE = (
     "verification skipped: set [reference] roster and catalogue in the configuration to verify"
@@ -140,6 +151,102 @@ def storage_date(table: pa.Table) -> pa.Table:
     return table.set_column(i, table.schema.field(i), day)
 
 
+class WindowRaw(RawStatements):
+    """The window's raw statements (those that were normalised), streamed from the raw zone a
+    part file at a time: each body is judged by the xAPI validator as it streams by, and only
+    its digest, where it lies and the problems found are kept. Bytes are read again later only
+    for the bodies asked for (quarantined rows, bodies the normalised zone did not keep).
+
+    So verification never holds the window's raw bytes at once (1.7 GB for 1,000,000 typical
+    statements) and never copies them.
+    """
+
+    def __init__(self, files: list[Path], version: str, tolerate: Collection[str]) -> None:
+        self._dict = None
+        self._views: dict[str, memoryview] = {}
+        self.files = files
+        self.version, self.tolerate = version, frozenset(tolerate)
+        self._problems: dict[str, list[Problem]] = {}
+        self._tolerated: dict[str, list[Problem]] = {}
+        self._held: list[pa.Table] = []  # keeps the Arrow buffers of fetched views alive
+        shas: list[pa.Array] = []
+        parts: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        for k, f in enumerate(files):
+            t = pq.read_table(f, columns=["raw", "status"])
+            at = pc.indices_nonzero(pc.equal(t["status"], "normalised"))
+            raw = t["raw"].take(at) if len(at) < t.num_rows else t["raw"]
+            digests = []
+            for chunk in raw.chunks:
+                for v in _binary_views(chunk):
+                    sha = hashlib.sha256(v).hexdigest()
+                    digests.append(sha)
+                    verdict = validate_detailed_bytes(v, version, self.tolerate)  # type: ignore[arg-type]
+                    if verdict.problems:
+                        self._problems[sha] = verdict.problems
+                    if verdict.tolerated:
+                        self._tolerated[sha] = verdict.tolerated
+            shas.append(pa.array(digests, pa.string()))
+            parts.append(np.full(len(digests), k, np.int32))
+            rows.append(at.to_numpy())
+            del t, raw
+        self._digests = pa.concat_arrays(shas) if shas else pa.array([], pa.string())
+        self._part = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        self._row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
+    @property
+    def order(self) -> list[str | None]:
+        return self._digests.to_pylist()
+
+    def order_array(self) -> pa.Array:
+        return self._digests
+
+    def verdicts(
+        self, shas: list[str], version: str, tolerate: Collection[str]
+    ) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
+        if (version, frozenset(tolerate)) != (self.version, self.tolerate):
+            raise ValueError(f"the window's statements were judged as xAPI {self.version} "
+                             f"with {sorted(self.tolerate)}, not {version} with {sorted(tolerate)}")
+        wanted = pa.array(shas, pa.string())
+        missing = pc.invert(pc.is_in(wanted, value_set=self._digests))
+        if pc.any(missing).as_py():
+            lost = wanted.filter(missing).to_pylist()
+            raise ValueError(
+                f"no raw bytes for {len(lost)} statement bodies (raw is looked up by raw_sha256), "
+                f"e.g. {', '.join(lost[:3])}")
+        want = set(shas)
+        return ({s: p for s, p in self._problems.items() if s in want},
+                {s: p for s, p in self._tolerated.items() if s in want})
+
+    def prefetch(self, shas: list[str]) -> None:
+        need = [s for s in dict.fromkeys(shas) if s not in self._views]
+        if not need:
+            return
+        at = pc.index_in(pa.array(need, pa.string()), value_set=self._digests).to_numpy(
+            zero_copy_only=False)
+        found = [(s, int(i)) for s, i in zip(need, at, strict=True) if i == i and i >= 0]
+        by_part: dict[int, list[tuple[str, int]]] = {}
+        for s, i in found:
+            by_part.setdefault(int(self._part[i]), []).append((s, int(self._row[i])))
+        for k, items in sorted(by_part.items()):
+            t = pq.read_table(self.files[k], columns=["raw"]).take(
+                pa.array([r for _, r in items], pa.int64()))
+            self._held.append(t)
+            views = [v for chunk in t["raw"].chunks for v in _binary_views(chunk)]
+            for (s, _), v in zip(items, views, strict=True):
+                self._views[s] = v
+
+    def get(self, sha: str) -> bytes | memoryview | None:
+        if sha not in self._views:
+            self.prefetch([sha])
+        return self._views.get(sha)
+
+
+def _raw_files(root: Zones, source: str, window: Window) -> list[Path]:
+    folder = root.source_dir(root.raw, source) / f"window={window.label()}"
+    return sorted(folder.glob("part-*.parquet"))
+
+
 def _raw_of_window(root: Zones, source: str, window: Window,
                    columns: tuple[str, ...] = ("raw",)) -> pa.Table:
     """The raw zone's statements of the window that were normalised (``columns`` of them)."""
@@ -161,7 +268,7 @@ def _normalise(source: str, norm_schema: pa.Schema, pages: list[PageData],
     return storage_date(rows.select(norm_schema.names).cast(norm_schema))
 
 
-def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table, raw: pa.Table,
+def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table,
                     raws: RawStatements) -> pa.Table:
     """The window's statements whose body the normalised zone did not keep, normalised again.
 
@@ -170,13 +277,14 @@ def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table, r
     exact copy is one, another body is a conflict and must be judged (and quarantined), so the
     bodies missing from ``norm`` are taken back from the window's raw zone.
     """
-    if raw.num_rows <= norm.num_rows:
+    order = raws.order_array()
+    if len(order) <= norm.num_rows:
         return norm.schema.empty_table()  # nothing was dropped (the usual case)
-    missing = pc.invert(pc.is_in(pa.array(raws.order, pa.string()),
-                                 value_set=norm["raw_sha256"]))
+    missing = pc.invert(pc.is_in(order, value_set=norm["raw_sha256"]))
     if not pc.any(missing).as_py():
         return norm.schema.empty_table()  # exact copies only
     rows = pc.indices_nonzero(missing)
+    raws.prefetch(order.take(rows).to_pylist())
     meta = _raw_of_window(zones, source, window,
                           ("fetch_ref", "fetch_index", "fetched_at", "run_id")).take(rows)
     seen: set[str] = set()
@@ -184,7 +292,7 @@ def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table, r
     for i, ref, index, at in zip(rows.to_pylist(), meta["fetch_ref"].to_pylist(),
                                  meta["fetch_index"].to_pylist(),
                                  meta["fetched_at"].to_pylist(), strict=True):
-        sha = raws.order[i]
+        sha = order[i].as_py()
         body = raws.get(sha) if sha is not None else None
         if sha is None or body is None or sha in seen:
             continue
@@ -243,9 +351,8 @@ def verify_window(settings: Settings, source_name: str, window: Window,
         roster, catalogue = _reference(settings)
         zones = Zones(settings.storage_root)
         norm = zones.read_normalised(s.name, window)
-        raw = _raw_of_window(zones, s.name, window)
-        raws = RawStatements(raw)
-        dropped = _dropped_bodies(zones, s.name, window, norm, raw, raws)
+        raws = WindowRaw(_raw_files(zones, s.name, window), s.xapi_version, s.tolerate)
+        dropped = _dropped_bodies(zones, s.name, window, norm, raws)
         if dropped.num_rows:
             norm = pa.concat_tables([norm, dropped])
         report.recovered = dropped.num_rows

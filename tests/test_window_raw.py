@@ -1,0 +1,83 @@
+"""WindowRaw: the verification stage's streamed view of a window's raw zone gives the same
+verdicts and the same bytes as holding the whole raw table (RawStatements), part file by part
+file, with real ingested files (several parts, invalid and duplicate statements among them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipelines import config
+from pipelines.generate import TroubleShares, run_generate
+from pipelines.ingest import ingest_source
+from pipelines.sources.base import Window
+from pipelines.store.zones import Zones
+from pipelines.verify.rules import RawStatements, _validate
+from pipelines.verify.stage import WindowRaw, _raw_files, _raw_of_window
+from tests.conftest import write_config
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
+    gen = tmp_path_factory.mktemp("gen")
+    run_generate(gen, seed=5, students=40, disciplines=3, statements=3000,
+                 trouble=TroubleShares(), start=datetime(2026, 9, 1, tzinfo=UTC),
+                 end=datetime(2026, 10, 1, tzinfo=UTC))
+    tmp = tmp_path_factory.mktemp("run")
+    path = write_config(tmp, f"""
+[storage]
+root = "data"
+batch_statements = 500
+workers = 1
+[state]
+url = "sqlite:///data/state.db"
+[[sources]]
+name = "dump"
+kind = "xapi-file"
+path = "{gen / "statements.ndjson.gz"}"
+""")
+    s = config.load(path)
+    r = ingest_source(s, "dump")  # no [reference]: the raw zone alone
+    assert r.read == 3000 and r.rejected > 0
+    return s
+
+
+def test_window_raw_equals_the_whole_raw_table(ingested: config.Settings) -> None:
+    zones = Zones(ingested.storage_root)
+    window = Window(None, None)
+    files = _raw_files(zones, "dump", window)
+    assert len(files) >= 5
+    whole = RawStatements(_raw_of_window(zones, "dump", window))
+    streamed = WindowRaw(files, "1.0.3", ())
+    assert streamed.order == whole.order
+    assert streamed.order_array().to_pylist() == whole.order
+    shas = sorted({s for s in whole.order if s is not None})
+    expected = _validate(shas, whole, "1.0.3", ())
+    assert expected[0], "the generated trouble includes invalid statements"
+    assert streamed.verdicts(shas, "1.0.3", ()) == expected
+    assert _validate(shas[:50], streamed, "1.0.3", ()) == _validate(shas[:50], whole, "1.0.3", ())
+    # bytes, fetched on demand (one part read per part needed), and one at a time
+    pick = shas[::97]
+    streamed.prefetch(pick)
+    assert all(bytes(streamed.get(s) or b"") == bytes(whole.get(s) or b"-") for s in pick)
+    fresh = WindowRaw(files, "1.0.3", ())
+    assert bytes(fresh.get(shas[-1]) or b"") == bytes(whole.get(shas[-1]) or b"-")
+    assert fresh.get("0" * 64) is None
+
+
+def test_window_raw_refuses_unknown_bodies_and_other_rules(ingested: config.Settings) -> None:
+    zones = Zones(ingested.storage_root)
+    streamed = WindowRaw(_raw_files(zones, "dump", Window(None, None)), "1.0.3", ())
+    with pytest.raises(ValueError, match="no raw bytes for 1 statement bodies"):
+        streamed.verdicts([streamed.order[0] or "", "f" * 64], "1.0.3", ())
+    with pytest.raises(ValueError, match=r"judged as xAPI 1\.0\.3"):
+        streamed.verdicts([], "2.0.0", ())
+    with pytest.raises(ValueError, match=r"judged as xAPI 1\.0\.3"):
+        streamed.verdicts([], "1.0.3", {"openedx"})
+
+
+def test_an_empty_window(tmp_path: Path) -> None:
+    w = WindowRaw([], "1.0.3", ())
+    assert (w.order, w.verdicts([], "1.0.3", ()), w.get("a")) == ([], ({}, {}), None)
