@@ -106,7 +106,19 @@ class FootprintZones:
         (a replay). ``remove_ids`` (voided statements) are removed from every partition of the
         source. Returns the number of partitions written or removed.
         """
-        days = set(pc.unique(rows["date"]).to_pylist()) if rows.num_rows else set()
+        spans: dict[str, tuple[int, int]] = {}  # day -> (first row, rows) once sorted by day
+        if rows.num_rows:
+            dates = rows["date"]
+            n = len(dates)
+            in_order = pc.all(pc.greater_equal(dates.slice(1), dates.slice(0, n - 1))).as_py()
+            if n > 1 and not in_order:
+                rows = rows.take(pc.sort_indices(dates))
+            start = 0
+            for item in pc.value_counts(rows["date"]):
+                count = item["counts"].as_py()
+                spans[item["values"].as_py()] = (start, count)
+                start += count
+        days = set(spans)
         existing = self.verified_dates(source)
         if window is not None:
             lo = window.since.date() if window.since else date.min
@@ -121,7 +133,7 @@ class FootprintZones:
         touched = 0
         for day in sorted(days):
             dest = self.verified_file(source, day)
-            new = rows.filter(pc.equal(rows["date"], day)) if rows.num_rows else rows
+            new = rows.slice(*spans[day]) if day in spans else rows.slice(0, 0)
             new = new.select(self.verified_schema.names).cast(self.verified_schema)
             if dest.exists():
                 old = pq.read_table(dest, schema=self.verified_schema)

@@ -175,7 +175,10 @@ class Zones:
                 before = ds.field("date") <= window.until.date().isoformat()
                 flt = before if flt is None else flt & before
         table = dataset.to_table(filter=flt)
-        return table.filter(in_window(table, window)) if window is not None else table
+        if window is None:
+            return table
+        inside = in_window(table, window)
+        return table if pc.all(inside).as_py() is not False else table.filter(inside)
 
     def count_normalised(self, source: str) -> int:
         total = 0
