@@ -1021,6 +1021,7 @@ class _Checker:
 # Public API
 
 
+@lru_cache(maxsize=256)
 def _rules_for(version: str) -> bool | None:
     """True for 2.0.x rules, False for 1.0.x rules, None when the string is not a version."""
     m = _VERSION_RE.fullmatch(version)
