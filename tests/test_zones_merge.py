@@ -117,3 +117,18 @@ def test_a_partition_left_empty_is_removed(tmp_path: Path) -> None:
     assert (r.action, dest.exists(), list(dest.parent.iterdir())) == ("removed", False, [])
     r = Z.merge_partition(dest, "d", [], window, SCHEMA, "r1")
     assert r.action == "none"
+
+
+def test_an_old_file_without_a_newer_column_is_read_with_todays_schema(
+    tmp_path: Path, small_groups: None,
+) -> None:
+    dest = tmp_path / "out" / "part.parquet"
+    old = rows(["a", "b"], [10, 500], "old")
+    dest.parent.mkdir(parents=True)
+    pq.write_table(old.drop_columns(["actor_name"]), dest)  # as an earlier version wrote it
+    pieces = [stage(tmp_path, "p", rows(["c"], [200], "new"))]
+    window = Window(DAY + timedelta(minutes=100), DAY + timedelta(minutes=300))
+    r = Z.merge_partition(dest, "d", pieces, window, SCHEMA, "r1")
+    assert r.action == "written"
+    assert merged(dest) == [("a", "old0"), ("c", "new0"), ("b", "old1")]
+    assert pq.read_table(dest)["actor_name"].null_count == 3

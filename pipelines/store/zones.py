@@ -293,7 +293,8 @@ def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, Batches]], wi
     out.duplicates = sum(len(m) for m in firsts) - out.written
     if not ordered:
         return _merge_whole(dest, out, pieces, window, schema, run_id)
-    old = pq.ParquetFile(dest) if dest.exists() else None
+    # read with today's schema, as the in-memory merge does (a column added since is null)
+    old = ds.dataset(dest, format="parquet", schema=schema) if dest.exists() else None
     tmp = dest.parent / f".tmp-{run_id}-{dest.name}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
@@ -339,12 +340,12 @@ def _first_rows(pieces: list[tuple[Path, Batches]]) -> tuple[list[pa.Array], boo
     return firsts, bool(ordered), ids.filter(mask)
 
 
-def _old_rows(old: pq.ParquetFile, window: Window, new_ids: pa.Array,
+def _old_rows(old: ds.Dataset, window: Window, new_ids: pa.Array,
               before: bool) -> Iterator[pa.Table]:
     """The rows of the partition's previous file that stay, a row group at a time: those
     before the window (time key <= since), or those after it (> until, or no time key); an id
     the run wrote again is dropped."""
-    for batch in old.iter_batches(batch_size=STREAM_ROWS):
+    for batch in old.to_batches(batch_size=STREAM_ROWS, use_threads=False):
         t = pa.Table.from_batches([batch])
         key = pc.coalesce(t["stored"], t["timestamp"])
         if before:
