@@ -918,3 +918,21 @@ def test_rules_local_offset_is_a_parameter(world: World) -> None:
     )
     assert reasons(utc) == [["outside-period"]]
     assert d.period_start > date(2000, 1, 1)
+
+
+def test_rules_read_only_the_normalised_columns_they_name(world: World) -> None:
+    """The verification stage reads only NORMALISED_COLUMNS of the normalised zone: verify
+    gives the same tables from them as from every column."""
+    from pipelines.verify.rules import NORMALISED_COLUMNS
+
+    trouble = TroubleShares(invalid=0.04, unknown_learner=0.04, exact_duplicate=0.03,
+                            conflicting_duplicate=0.03, voiding=0.03)
+    _lines, batch, raw = generate_batch(world, 800, 21, trouble)
+    full = verify_rows(world, batch.rows, raw)
+    some = verify_rows(world, batch.rows.select(
+        [c for c in NORMALISED_COLUMNS if c in batch.rows.column_names]), raw)
+    assert full.verified.num_rows > 500 and full.quarantined.num_rows > 0
+    for a, b in ((full.verified, some.verified), (full.quarantined, some.quarantined),
+                 (full.voiding, some.voiding)):
+        assert a.equals(b)
+    assert (full.warnings, full.counts) == (some.warnings, some.counts)

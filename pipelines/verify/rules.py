@@ -668,6 +668,17 @@ def _cmi5_warnings(
 # verify
 
 
+# The normalised columns ``verify`` reads (a caller may read only these, plus ``date``).
+NORMALISED_COLUMNS = (
+    "source", "statement_id", "raw_sha256", "stored", "timestamp", "voided_statement_id",
+    "actor_account_name", "actor_mbox", "actor_mbox_sha1sum", "verb_id", "object_id",
+    "object_type", "object_definition_type", "context_registration", "context_platform",
+    "context_parent_ids", "context_category_ids", "context_extensions", "result_success",
+    "result_completion", "result_duration", "result_duration_seconds", "result_score_scaled",
+    "result_score_raw", "result_score_min", "result_score_max",
+)
+
+
 def verify(
     normalised: pa.Table,
     raw: Mapping[str, bytes] | pa.Table | RawStatements,

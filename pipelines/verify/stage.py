@@ -65,6 +65,7 @@ from pipelines.store.zones import RAW_SCHEMA, Zones, in_window
 from pipelines.verify.reference import Catalogue, Roster, load_catalogue, load_roster
 from pipelines.verify.rules import (
     CONFLICTING_DUPLICATE,
+    NORMALISED_COLUMNS,
     RawStatements,
     Verification,
     _binary_views,
@@ -350,7 +351,8 @@ def verify_window(settings: Settings, source_name: str, window: Window,
     try:
         roster, catalogue = _reference(settings)
         zones = Zones(settings.storage_root)
-        norm = zones.read_normalised(s.name, window)
+        norm = zones.read_normalised(s.name, window, columns=[*NORMALISED_COLUMNS, "date"])
+        pa.default_memory_pool().release_unused()  # the scan's buffers
         raws = WindowRaw(_raw_files(zones, s.name, window), s.xapi_version, s.tolerate)
         dropped = _dropped_bodies(zones, s.name, window, norm, raws)
         if dropped.num_rows:
