@@ -371,10 +371,15 @@ def verify_window(settings: Settings, source_name: str, window: Window,
             raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
                               f"{exc}", report) from exc
         quarantined = _keep_first_quarantined(v.quarantined, before)
+        # what is left to do needs only the judged rows' keys: the rows and the raw zone's
+        # index go before the quality check and the writes (the peak of memory otherwise)
+        judged = norm.select(["statement_id", "raw_sha256"])
+        del norm, raws, dropped, held
+        pa.default_memory_pool().release_unused()
 
         def publish_quarantine() -> None:
             fz.write_quarantine(s.name, window.label(), quarantined, run_id)
-            _drop_judged_elsewhere(fz, s.name, window.label(), before, norm, run_id)
+            _drop_judged_elsewhere(fz, s.name, window.label(), before, judged, run_id)
 
         _publish(settings, state, fz, report, v, window=window, quarantine_read=v.counts["read"],
                  publish_quarantine=publish_quarantine)
