@@ -81,3 +81,19 @@ def test_window_raw_refuses_unknown_bodies_and_other_rules(ingested: config.Sett
 def test_an_empty_window(tmp_path: Path) -> None:
     w = WindowRaw([], "1.0.3", ())
     assert (w.order, w.verdicts([], "1.0.3", ()), w.get("a")) == ([], ({}, {}), None)
+
+
+def test_verification_uses_the_lean_pool_and_gives_the_default_back() -> None:
+    import pyarrow as pa
+
+    from pipelines.verify.stage import _lean_memory_pool
+
+    before = pa.default_memory_pool().backend_name
+    with _lean_memory_pool():
+        assert pa.default_memory_pool().backend_name == "jemalloc"
+        kept = pa.array(list(range(1000)))  # made by jemalloc, freed later under the default
+    assert pa.default_memory_pool().backend_name == before
+    assert kept.sum().as_py() == 499500
+    with pytest.raises(RuntimeError), _lean_memory_pool():
+        raise RuntimeError("a failed verification")
+    assert pa.default_memory_pool().backend_name == before

@@ -43,9 +43,10 @@ loudly when that does not hold.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,6 +334,29 @@ def _held(fz: FootprintZones, source: str, judged: pa.Table, window: Window | No
     return held
 
 
+@contextlib.contextmanager
+def _lean_memory_pool() -> Iterator[None]:
+    """Arrow's jemalloc pool while verifying, where the platform has it.
+
+    Verification holds a whole window's rows at once, and with Arrow's default pool (mimalloc)
+    the process kept about 1.9 times the bytes its tables hold (1,317 MiB of RSS for a 705 MiB
+    table of 1,000,000 rows); jemalloc keeps 1.26 times at the same speed. Ingestion keeps
+    the default, which is about 5 % faster there and whose memory is bounded anyway. Buffers
+    remember the pool that made them, so switching between stages is safe."""
+    before = pa.default_memory_pool()
+    try:
+        lean = pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        yield
+        return
+    pa.set_memory_pool(lean)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)
+        lean.release_unused()
+
+
 def verify_window(settings: Settings, source_name: str, window: Window,
                   run_id: str) -> VerifyReport:
     """Verify one ingested window of a source and publish it (see the module docstring).
@@ -340,6 +364,12 @@ def verify_window(settings: Settings, source_name: str, window: Window,
     Call it holding the source's ingestion lock. Without ``[reference]`` in the configuration it
     returns a report with status ``skipped``.
     """
+    with _lean_memory_pool():
+        return _verify_window(settings, source_name, window, run_id)
+
+
+def _verify_window(settings: Settings, source_name: str, window: Window,
+                   run_id: str) -> VerifyReport:
     s = settings.source(source_name)
     report = VerifyReport(source=s.name, run_id=run_id, kind="window", window=window.label())
     if not settings.verifies:
