@@ -337,7 +337,10 @@ class Verification:
 
 
 def _arr(x: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+    """One contiguous array (a single chunk is taken as it is: ``combine_chunks`` copies it)."""
+    if isinstance(x, pa.ChunkedArray):
+        return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()
+    return x
 
 
 def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -387,6 +387,10 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
         dropped = _dropped_bodies(zones, s.name, window, norm, raws)
         if dropped.num_rows:
             norm = pa.concat_tables([norm, dropped])
+        # one chunk a column, once, here: the rules work on contiguous arrays and would
+        # otherwise copy every column they read while the chunked table is still held
+        norm = norm.combine_chunks()
+        pa.default_memory_pool().release_unused()
         report.recovered = dropped.num_rows
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
