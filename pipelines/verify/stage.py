@@ -347,6 +347,8 @@ def _lean_memory_pool() -> Iterator[None]:
     try:
         lean = pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
+        lean = None  # not built in here: stay on the default
+    if lean is None:
         yield
         return
     pa.set_memory_pool(lean)
