@@ -5,7 +5,6 @@ file, with real ingested files (several parts, invalid and duplicate statements 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -78,7 +77,7 @@ def test_window_raw_refuses_unknown_bodies_and_other_rules(ingested: config.Sett
         streamed.verdicts([], "1.0.3", {"openedx"})
 
 
-def test_an_empty_window(tmp_path: Path) -> None:
+def test_an_empty_window() -> None:
     w = WindowRaw([], "1.0.3", ())
     assert (w.order, w.verdicts([], "1.0.3", ()), w.get("a")) == ([], ({}, {}), None)
 
