@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +41,39 @@ from pipelines.store.zones import (
 
 VERIFIED = contracts.load("verified-footprint", 1)
 QUARANTINE = contracts.load("quarantine", 1)
+
+
+class DayRows(Protocol):
+    """Verified rows handed over one ``date`` partition at a time."""
+
+    def days(self) -> list[str]: ...
+
+    def day(self, day: str) -> pa.Table: ...
+
+
+class TableDays:
+    """A table's rows by ``date`` (sorted by day once, then sliced: no copy a day)."""
+
+    def __init__(self, rows: pa.Table) -> None:
+        self.spans: dict[str, tuple[int, int]] = {}  # day -> (first row, rows) once sorted
+        if rows.num_rows:
+            dates = rows["date"]
+            n = len(dates)
+            in_order = pc.all(pc.greater_equal(dates.slice(1), dates.slice(0, n - 1))).as_py()
+            if n > 1 and not in_order:
+                rows = rows.take(pc.sort_indices(dates))
+            start = 0
+            for item in pc.value_counts(rows["date"]):
+                count = item["counts"].as_py()
+                self.spans[item["values"].as_py()] = (start, count)
+                start += count
+        self.rows = rows
+
+    def days(self) -> list[str]:
+        return list(self.spans)
+
+    def day(self, day: str) -> pa.Table:
+        return self.rows.slice(*self.spans[day])
 
 
 class FootprintZones:
@@ -97,28 +131,19 @@ class FootprintZones:
                              schema=pa.schema([f for f in schema if f.name != "source"]))
         return dataset.to_table(columns=cols, filter=ds.field("statement_id").isin(ids))
 
-    def merge_verified(self, source: str, rows: pa.Table, window: Window | None,
+    def merge_verified(self, source: str, rows: pa.Table | DayRows, window: Window | None,
                        remove_ids: Collection[str], run_id: str) -> int:
-        """Publish ``rows`` (verified-footprint rows of ``source``, with ``date``).
+        """Publish ``rows`` (verified-footprint rows of ``source``, with ``date``; a table, or
+        :class:`DayRows` that hand them over a date at a time).
 
         With a ``window`` the window's rows are replaced (rows of the touched partitions whose
         time key falls in it go, the new ones come); without, rows are upserted by statement id
         (a replay). ``remove_ids`` (voided statements) are removed from every partition of the
         source. Returns the number of partitions written or removed.
         """
-        spans: dict[str, tuple[int, int]] = {}  # day -> (first row, rows) once sorted by day
-        if rows.num_rows:
-            dates = rows["date"]
-            n = len(dates)
-            in_order = pc.all(pc.greater_equal(dates.slice(1), dates.slice(0, n - 1))).as_py()
-            if n > 1 and not in_order:
-                rows = rows.take(pc.sort_indices(dates))
-            start = 0
-            for item in pc.value_counts(rows["date"]):
-                count = item["counts"].as_py()
-                spans[item["values"].as_py()] = (start, count)
-                start += count
-        days = set(spans)
+        by_day = TableDays(rows) if isinstance(rows, pa.Table) else rows
+        new_days = set(by_day.days())
+        days = set(new_days)
         existing = self.verified_dates(source)
         if window is not None:
             lo = window.since.date() if window.since else date.min
@@ -133,7 +158,7 @@ class FootprintZones:
         touched = 0
         for day in sorted(days):
             dest = self.verified_file(source, day)
-            new = rows.slice(*spans[day]) if day in spans else rows.slice(0, 0)
+            new = by_day.day(day) if day in new_days else self.verified_schema.empty_table()
             new = new.select(self.verified_schema.names).cast(self.verified_schema)
             if dest.exists():
                 old = pq.read_table(dest, schema=self.verified_schema)

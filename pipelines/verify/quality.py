@@ -540,6 +540,12 @@ def _record_ids(df: pd.DataFrame, index_list: Any) -> list[str]:
     return out
 
 
+def batch_columns(suite: SuiteSpec | None = None) -> list[str]:
+    """The columns :func:`check_batch` looks at (``record_id`` and the suite's): a caller may
+    give it only these."""
+    return list(dict.fromkeys(["record_id", "statement_id", *(suite or _default_suite()).columns]))
+
+
 def check_batch(
     table: pa.Table,
     *,

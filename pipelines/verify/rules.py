@@ -325,6 +325,9 @@ class Verification:
     voiding: pa.Table  # valid voiding statements: VOIDING_SCHEMA
     warnings: dict[str, int]  # warning code -> verified rows carrying it
     counts: dict[str, Any] = field(default_factory=dict)
+    # with verify(cmi5=False): the verified rows a cmi5 order rule can concern (row = index
+    # into verified, record_id), for the caller's cmi5_flags over all its pieces
+    cmi5: pa.Table | None = None
 
     @property
     def voids(self) -> list[Void]:
@@ -544,6 +547,20 @@ def _resolve_students(cols: Callable[[str], pa.Array], roster: Roster) -> tuple[
     return t, _arr(idx)
 
 
+def duplicate_flags(
+    key: pa.Array, sid: pa.Array, sha: pa.Array, stored: pa.Array,
+    held: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """(exact-duplicate mask, {row: kept body's sha} for conflicting bodies) of rows keyed
+    ``key`` (``source/statement_id``; ``sid`` the statement ids): the earliest ``stored`` body
+    of an id is kept, unless ``held`` (statement id -> sha) names the body that holds it
+    outside these rows."""
+    dup, conflict = _duplicates(key, sha, stored)
+    if held:
+        _held_conflicts(sid, sha, dup, conflict, held)
+    return dup, conflict
+
+
 def _duplicates(
     key: pa.Array, sha: pa.Array, stored: pa.Array
 ) -> tuple[np.ndarray, dict[int, str]]:
@@ -594,6 +611,18 @@ def _held_conflicts(sid: pa.Array, sha: pa.Array, dup: np.ndarray, conflict: dic
             conflict[r] = held[i]
 
 
+def raw_texts(raws: RawStatements, shas: list[str]) -> list[str]:
+    """The bodies of ``shas`` as text (the quarantine's ``raw``), fetched together."""
+    raws.prefetch(shas)
+    out = []
+    for s in shas:
+        b = raws.get(s)
+        if b is None:
+            raise ValueError(f"no raw bytes for the statement body {s}")
+        out.append(bytes(b).decode("utf-8", "replace"))
+    return out
+
+
 def _validate(
     shas: list[str], raws: RawStatements, version: str, tolerate: Collection[str]
 ) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
@@ -622,30 +651,49 @@ def _validate(
     return out, tolerated
 
 
-def _cmi5_warnings(
+_CMI5_VERBS = (VERB_COMPLETED, VERB_PASSED, VERB_FAILED)
+
+
+def _cmi5_candidates(
     reg: pa.Array,
     obj: pa.Array,
     verb: pa.Array,
     ts: pa.Array,
     stored: pa.Array,
     categories: pa.Array,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> pa.Table:
+    """The rows a cmi5 order rule can concern (cmi5 category, a registration, verb completed,
+    passed or failed): ``row`` (their index), registration, object, verb and time keys."""
     n = len(reg)
+    cand = _contains(categories, CMI5_CATEGORY, n)
+    cand &= _np(pc.is_in(verb, value_set=pa.array(_CMI5_VERBS)))
+    cand &= _np(pc.is_valid(reg))
+    sel = pa.array(np.nonzero(cand)[0], pa.int64())
+    return pa.table({
+        "row": sel,
+        "registration": pc.take(reg, sel),
+        "object_id": pc.take(obj, sel),
+        "verb_id": pc.take(verb, sel),
+        "ts": pc.take(pc.cast(ts, pa.int64()), sel),
+        "stored": pc.take(pc.cast(pc.coalesce(stored, ts), pa.int64()), sel),
+    })
+
+
+def cmi5_flags(candidates: pa.Table, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(completed twice, passed twice, failed after passed) masks over ``n`` rows, from
+    :func:`_cmi5_candidates`' rows (whose ``row`` indexes the ``n``; rows of several pieces may
+    be given together, their ``row`` renumbered into one range, kept in input order)."""
     completed2 = np.zeros(n, bool)
     passed2 = np.zeros(n, bool)
     failed_after = np.zeros(n, bool)
-    cand = _contains(categories, CMI5_CATEGORY, n)
-    cand &= _np(pc.is_in(verb, value_set=pa.array([VERB_COMPLETED, VERB_PASSED, VERB_FAILED])))
-    cand &= _np(pc.is_valid(reg))
-    if cand.sum() < 2:
+    if candidates.num_rows < 2:
         return completed2, passed2, failed_after
-    rows = np.nonzero(cand)[0]
-    sel = pa.array(rows)
-    regs = pc.take(reg, sel).to_pylist()
-    objs = pc.take(obj, sel).to_pylist()
-    verbs = pc.take(verb, sel).to_pylist()
-    tss = pc.take(pc.cast(ts, pa.int64()), sel).to_pylist()
-    sts = pc.take(pc.cast(pc.coalesce(stored, ts), pa.int64()), sel).to_pylist()
+    rows = candidates["row"].to_pylist()
+    regs = candidates["registration"].to_pylist()
+    objs = candidates["object_id"].to_pylist()
+    verbs = candidates["verb_id"].to_pylist()
+    tss = candidates["ts"].to_pylist()
+    sts = candidates["stored"].to_pylist()
     order = sorted(
         range(len(rows)), key=lambda i: (regs[i], objs[i] or "", tss[i], sts[i], rows[i])
     )
@@ -696,6 +744,9 @@ def verify(
     local_offset: timedelta = LOCAL_OFFSET,
     tolerate: Collection[str] = (),
     held: Mapping[str, str] | None = None,
+    duplicates: tuple[np.ndarray, Mapping[int, str]] | None = None,
+    cmi5: bool = True,
+    quarantine_raw: bool = True,
 ) -> Verification:
     """Verify normalised statements against xAPI, the roster and the catalogue.
 
@@ -710,6 +761,14 @@ def verify(
     ``held``: statement id -> ``raw_sha256`` of the body that holds that id outside this input
     (of the same source): a row of the id with another body is a ``conflicting-duplicate``.
     Pure: the same arguments give the same tables.
+
+    A caller verifying a big input a piece at a time (``pipelines.verify.stage``) judges what
+    spans pieces itself and passes it in: ``duplicates``, the exact-duplicate mask and the
+    conflicting rows (row -> the kept body's sha) of these rows, as :func:`duplicate_flags`
+    gives them over the whole input (``held`` is then not used); ``cmi5=False`` leaves the cmi5
+    order warnings to it (:func:`cmi5_flags` over :attr:`Verification.cmi5`, the verified rows
+    that may carry one); ``quarantine_raw=False`` leaves the quarantined rows' ``raw`` empty
+    for it to fill (bytes are then never fetched here).
     """
     now = _utc(now, "now")
     verified_at = _utc(verified_at, "verified_at")
@@ -738,9 +797,12 @@ def verify(
     ts = _arr(pc.coalesce(col("timestamp"), stored))
 
     # -- duplicates, voids, xAPI validity
-    dup, conflict = _duplicates(key, sha, stored)
-    if held:
-        _held_conflicts(sid, sha, dup, conflict, held)
+    if duplicates is None:
+        dup, conflict = duplicate_flags(key, sid, sha, stored, held)
+    else:
+        dup, conflict = duplicates[0], dict(duplicates[1])
+        if len(dup) != n:
+            raise ValueError(f"duplicates has {len(dup)} rows, the input {n}")
     live = ~dup
     shas_live = pc.unique(sha).to_pylist()  # an exact duplicate has its kept row's sha
     problems, tolerated = _validate(shas_live, raws, xapi_version, tolerate)
@@ -987,12 +1049,9 @@ def verify(
                 ),
             )
         )
-        raw_text = []
-        raws.prefetch(qsha.to_pylist())
-        for s in qsha.to_pylist():
-            b = raws.get(s)
-            assert b is not None  # _validate checked every live body
-            raw_text.append(bytes(b).decode("utf-8", "replace"))
+        raw_text = [""] * qn
+        if quarantine_raw:
+            raw_text = raw_texts(raws, qsha.to_pylist())
         quarantined = pa.Table.from_arrays(
             [
                 _sub(sid, qrows),
@@ -1058,9 +1117,13 @@ def verify(
         pa.scalar(None, pa.float64()),
     )
     percent = pc.coalesce(pc.multiply(v_scaled, 100.0), from_raw)
-    c2, p2, fap = _cmi5_warnings(
+    cmi5_rows = _cmi5_candidates(
         v_reg, v_obj, v_verb, v_ts, v_stored, _sub(col("context_category_ids"), vrows)
     )
+    if cmi5:
+        c2, p2, fap = cmi5_flags(cmi5_rows, vn)
+    else:
+        c2 = p2 = fap = np.zeros(vn, bool)
     no_reg = _np(pc.is_null(v_reg))
     tol = tolerated_rows[vm]
     warn = np.column_stack([c2, p2, fap, no_reg, tol]) if vn else np.zeros((0, 5), bool)
@@ -1114,22 +1177,26 @@ def verify(
         if not f.nullable and verified[f.name].null_count:
             raise AssertionError(f"verified column {f.name} has nulls (a rule is missing)")
 
-    duplicates = int(dup.sum())
+    n_dup = int(dup.sum())
     voids = int(void_ok.sum())
     by_reason = {code: int(reasons[quarantine_mask, i].sum()) for i, code in enumerate(BLOCKING)}
     counts: dict[str, Any] = {
         "read": n,
         "verified": vn,
         "quarantined": qn,
-        "duplicates": duplicates,
+        "duplicates": n_dup,
         "voiding": voids,
         "quarantined_by_reason": {k: v for k, v in by_reason.items() if v},
     }
     if deviations:  # only when a tolerance profile accepted something
         counts["tolerated_deviations"] = dict(sorted(deviations.items()))
-    if n != vn + qn + duplicates + voids:
+    if n != vn + qn + n_dup + voids:
         raise AssertionError(
             f"verification does not balance: read {n} != verified {vn} + quarantined {qn} + "
-            f"duplicates {duplicates} + voiding {voids}"
+            f"duplicates {n_dup} + voiding {voids}"
         )
-    return Verification(verified, quarantined, voiding, warnings, counts)
+    candidates = None
+    if not cmi5:
+        candidates = cmi5_rows.append_column(
+            "record_id", _arr(verified["record_id"]).take(cmi5_rows["row"]))
+    return Verification(verified, quarantined, voiding, warnings, counts, candidates)

@@ -5,7 +5,10 @@
 
 1. the window's normalised rows (time key ``stored``, else ``timestamp``, in the window) and
    their raw bytes from the window's raw-zone folder are verified against the roster and the
-   catalogue (:func:`pipelines.verify.rules.verify`);
+   catalogue (:func:`pipelines.verify.rules.verify`), :data:`PIECE_ROWS` rows at a time, the
+   verified rows staged to disk as they come (:func:`_judge_window`: what spans pieces,
+   duplicates, conflicts and the cmi5 order rules, is judged over the whole window), so memory
+   is bounded by a piece, not by the window;
 2. voids are applied across runs (:func:`pipelines.verify.voiding.apply_voids`): the pending
    voids from the state database and this window's voids against the window's records, then the
    voids still waiting against the records published by earlier runs;
@@ -43,38 +46,60 @@ loudly when that does not hold.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import ctypes
 import hashlib
+import itertools
+import shutil
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines import contracts
 from pipelines.config import Settings
 from pipelines.faults import crashpoint
 from pipelines.sources.base import Window
-from pipelines.store.footprint import FootprintZones
+from pipelines.store.footprint import QUARANTINE, VERIFIED, DayRows, FootprintZones, TableDays
 from pipelines.store.state import StateStore
-from pipelines.store.zones import RAW_SCHEMA, Zones, in_window
+from pipelines.store.zones import (
+    RAW_SCHEMA,
+    Batches,
+    Zones,
+    in_window,
+    read_staged,
+    write_stage_file,
+)
 from pipelines.verify.reference import Catalogue, Roster, load_catalogue, load_roster
 from pipelines.verify.rules import (
+    BLOCKING,
+    CMI5_COMPLETED_TWICE,
+    CMI5_FAILED_AFTER_PASSED,
+    CMI5_PASSED_TWICE,
     CONFLICTING_DUPLICATE,
     NORMALISED_COLUMNS,
     RawStatements,
-    Verification,
     _binary_views,
+    cmi5_flags,
+    duplicate_flags,
+    raw_texts,
     verify,
 )
-from pipelines.verify.voiding import Void, VoidChange, apply_voids
+from pipelines.verify.voiding import Void, VoidChange, apply_voids, voids_from_table
 from pipelines.xapi.normalise import PageData, normalise_batch
 from pipelines.xapi.validate import Problem, validate_detailed_bytes
+
+_VERIFIED_SCHEMA = VERIFIED.arrow_schema()
+_QUARANTINE_SCHEMA = QUARANTINE.arrow_schema()
+_NORM_SCHEMA = contracts.normalised_statement().arrow_schema()
 
 SKIPPED_MESSAGE = (
     "verification skipped: set [reference] roster and catalogue in the configuration to verify"
@@ -171,6 +196,7 @@ class WindowRaw(RawStatements):
         self._problems: dict[str, list[Problem]] = {}
         self._tolerated: dict[str, list[Problem]] = {}
         self._held: list[pa.Table] = []  # keeps the Arrow buffers of fetched views alive
+        self.checked = False  # set once require() has seen every body verify will ask for
         shas: list[pa.Array] = []
         parts: list[np.ndarray] = []
         rows: list[np.ndarray] = []
@@ -178,18 +204,22 @@ class WindowRaw(RawStatements):
             t = pq.read_table(f, columns=["raw", "status"])
             at = pc.indices_nonzero(pc.equal(t["status"], "normalised"))
             raw = t["raw"].take(at) if len(at) < t.num_rows else t["raw"]
-            digests = []
+            # digests go straight into one buffer (no str a body: a million of those
+            # fragment the heap for the rest of the run); hex text only where there are problems
+            digests = bytearray(32 * len(raw))
+            i = 0
             for chunk in raw.chunks:
                 for v in _binary_views(chunk):
-                    sha = hashlib.sha256(v).hexdigest()
-                    digests.append(sha)
+                    h = hashlib.sha256(v)
+                    digests[i:i + 32] = h.digest()
+                    i += 32
                     verdict = validate_detailed_bytes(v, version, self.tolerate)  # type: ignore[arg-type]
                     if verdict.problems:
-                        self._problems[sha] = verdict.problems
+                        self._problems[h.hexdigest()] = verdict.problems
                     if verdict.tolerated:
-                        self._tolerated[sha] = verdict.tolerated
-            shas.append(pa.array(digests, pa.string()))
-            parts.append(np.full(len(digests), k, np.int32))
+                        self._tolerated[h.hexdigest()] = verdict.tolerated
+            shas.append(_hex_strings(digests))
+            parts.append(np.full(len(raw), k, np.int32))
             rows.append(at.to_numpy())
             del t, raw
         self._digests = pa.concat_arrays(shas) if shas else pa.array([], pa.string())
@@ -209,16 +239,20 @@ class WindowRaw(RawStatements):
         if (version, frozenset(tolerate)) != (self.version, self.tolerate):
             raise ValueError(f"the window's statements were judged as xAPI {self.version} "
                              f"with {sorted(self.tolerate)}, not {version} with {sorted(tolerate)}")
-        wanted = pa.array(shas, pa.string())
-        missing = pc.invert(pc.is_in(wanted, value_set=self._digests))
+        if not self.checked:
+            self.require(pa.array(shas, pa.string()))
+        problems, tolerated = self._problems, self._tolerated
+        return ({s: problems[s] for s in shas if s in problems},
+                {s: tolerated[s] for s in shas if s in tolerated})
+
+    def require(self, shas: pa.Array) -> None:
+        """Raise ``ValueError`` unless every body of ``shas`` is in the window's raw zone."""
+        missing = pc.invert(pc.is_in(shas, value_set=self._digests))
         if pc.any(missing).as_py():
-            lost = wanted.filter(missing).to_pylist()
+            lost = shas.filter(missing).to_pylist()
             raise ValueError(
                 f"no raw bytes for {len(lost)} statement bodies (raw is looked up by raw_sha256), "
                 f"e.g. {', '.join(lost[:3])}")
-        want = set(shas)
-        return ({s: p for s, p in self._problems.items() if s in want},
-                {s: p for s, p in self._tolerated.items() if s in want})
 
     def prefetch(self, shas: list[str]) -> None:
         need = [s for s in dict.fromkeys(shas) if s not in self._views]
@@ -242,6 +276,21 @@ class WindowRaw(RawStatements):
         if sha not in self._views:
             self.prefetch([sha])
         return self._views.get(sha)
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hex_strings(digests: bytes | bytearray) -> pa.Array:
+    """32-byte digests, back to back, as an Arrow string array of their hex texts."""
+    raw = np.frombuffer(digests, np.uint8)
+    n = len(raw) // 32
+    text = np.empty(2 * len(raw), np.uint8)
+    text[0::2] = _HEX[raw >> 4]
+    text[1::2] = _HEX[raw & 15]
+    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(text)])
 
 
 def _raw_files(root: Zones, source: str, window: Window) -> list[Path]:
@@ -270,21 +319,22 @@ def _normalise(source: str, norm_schema: pa.Schema, pages: list[PageData],
     return storage_date(rows.select(norm_schema.names).cast(norm_schema))
 
 
-def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table,
-                    raws: RawStatements) -> pa.Table:
+def _dropped_bodies(zones: Zones, source: str, window: Window, norm_shas: pa.Array,
+                    raws: RawStatements, schema: pa.Schema) -> pa.Table:
     """The window's statements whose body the normalised zone did not keep, normalised again.
 
     The normalised zone keeps one row per statement id and date partition: of two bodies of one
     id stored the same day it keeps the first read and counts the other as a duplicate. An
     exact copy is one, another body is a conflict and must be judged (and quarantined), so the
-    bodies missing from ``norm`` are taken back from the window's raw zone.
+    bodies missing from the normalised rows (``norm_shas``, their ``raw_sha256``) are taken back
+    from the window's raw zone, as rows of ``schema`` (which holds ``date``).
     """
     order = raws.order_array()
-    if len(order) <= norm.num_rows:
-        return norm.schema.empty_table()  # nothing was dropped (the usual case)
-    missing = pc.invert(pc.is_in(order, value_set=norm["raw_sha256"]))
+    if len(order) <= len(norm_shas):
+        return schema.empty_table()  # nothing was dropped (the usual case)
+    missing = pc.invert(pc.is_in(order, value_set=norm_shas))
     if not pc.any(missing).as_py():
-        return norm.schema.empty_table()  # exact copies only
+        return schema.empty_table()  # exact copies only
     rows = pc.indices_nonzero(missing)
     raws.prefetch(order.take(rows).to_pylist())
     meta = _raw_of_window(zones, source, window,
@@ -300,7 +350,7 @@ def _dropped_bodies(zones: Zones, source: str, window: Window, norm: pa.Table,
             continue
         seen.add(sha)
         pages.append(([bytes(body)], ref, at, [index]))
-    return _normalise(source, norm.schema, pages, meta["run_id"][0].as_py())
+    return _normalise(source, schema, pages, meta["run_id"][0].as_py())
 
 
 def _held(fz: FootprintZones, source: str, judged: pa.Table, window: Window | None,
@@ -332,6 +382,14 @@ def _held(fz: FootprintZones, source: str, judged: pa.Table, window: Window | No
         v = v.filter(pc.invert(in_window(v, window)))
     held.update(zip(v["statement_id"].to_pylist(), v["raw_sha256"].to_pylist(), strict=True))
     return held
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system: Arrow's pool, and the C heap where the platform's
+    C library can trim it (glibc: judging a window leaves ~50-70 MB of freed small blocks)."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextlib.contextmanager
@@ -383,42 +441,31 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
     try:
         roster, catalogue = _reference(settings)
         zones = Zones(settings.storage_root)
-        norm = zones.read_normalised(s.name, window, columns=[*NORMALISED_COLUMNS, "date"])
-        pa.default_memory_pool().release_unused()  # the scan's buffers
-        raws = WindowRaw(_raw_files(zones, s.name, window), s.xapi_version, s.tolerate)
-        dropped = _dropped_bodies(zones, s.name, window, norm, raws)
-        if dropped.num_rows:
-            norm = pa.concat_tables([norm, dropped])
-        # one chunk a column, once, here: the rules work on contiguous arrays and would
-        # otherwise copy every column they read while the chunked table is still held
-        norm = norm.combine_chunks()
-        pa.default_memory_pool().release_unused()
-        report.recovered = dropped.num_rows
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
         before = fz.read_quarantine(s.name)
-        held = _held(fz, s.name, norm, window, before, window.label())
-        now = datetime.now(UTC)
+        stage = StagedRows(zones.staging / s.name / f"verify-{run_id}")
         try:
-            v = verify(norm, raws, roster, catalogue, now=now, run_id=run_id, verified_at=now,
-                       source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate,
-                       held=held)
+            batch, quarantined, judged = _judge_window(
+                settings, s.name, window, run_id, roster, catalogue, before, stage, report)
+            _give_back_memory()
         except ValueError as exc:
+            stage.discard()
             raise VerifyError(f"source {s.name!r}: cannot verify window {window.label()}: "
                               f"{exc}", report) from exc
-        quarantined = _keep_first_quarantined(v.quarantined, before)
-        # what is left to do needs only the judged rows' keys: the rows and the raw zone's
-        # index go before the quality check and the writes (the peak of memory otherwise)
-        judged = norm.select(["statement_id", "raw_sha256"])
-        del norm, raws, dropped, held
-        pa.default_memory_pool().release_unused()
+        except BaseException:
+            stage.discard()
+            raise
 
         def publish_quarantine() -> None:
             fz.write_quarantine(s.name, window.label(), quarantined, run_id)
             _drop_judged_elsewhere(fz, s.name, window.label(), before, judged, run_id)
 
-        _publish(settings, state, fz, report, v, window=window, quarantine_read=v.counts["read"],
-                 publish_quarantine=publish_quarantine)
+        try:
+            _publish(settings, state, fz, report, batch, window=window,
+                     quarantine_read=batch.counts["read"], publish_quarantine=publish_quarantine)
+        finally:
+            stage.discard()
         report.message = f"verified {report.published} records, quarantined {report.quarantined}"
         return report
     except BaseException as exc:
@@ -434,6 +481,290 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
         if report.status != "failed":
             report.seconds = round(time.perf_counter() - started, 3)
         state.close()
+
+
+# -- a window judged a piece at a time ----------------------------------------------------------
+
+PIECE_ROWS = 131_072
+"""Normalised rows verified at a time: memory stays bounded by a piece, not by the window."""
+
+_KEY_COLUMNS = ["statement_id", "raw_sha256", "stored", "timestamp"]
+
+
+@dataclass
+class _Batch:
+    """What a verification publishes: the verified rows (a table or staged), the counts, the
+    row warnings by code and this batch's voids."""
+
+    rows: VerifiedRows
+    counts: dict[str, Any]
+    warnings: dict[str, int]
+    voids: list[Void]
+
+
+class VerifiedRows(DayRows, Protocol):
+    """A batch's verified rows (with ``date``): by day for the merge, some columns of all of
+    them for the quality check, and the rows of some statement ids for the voids."""
+
+    num_rows: int
+
+    def columns(self, names: list[str], without: pa.Array | None = None) -> pa.Table:
+        """Some columns of every row (``without`` the rows of those statement ids)."""
+        ...
+
+    def with_ids(self, ids: pa.Array, names: list[str]) -> pa.Table: ...
+
+
+class TableRows(TableDays):
+    """Verified rows held as one table."""
+
+    def __init__(self, rows: pa.Table) -> None:
+        super().__init__(rows)
+        self.num_rows = rows.num_rows
+
+    def columns(self, names: list[str], without: pa.Array | None = None) -> pa.Table:
+        t = self.rows.select(names)
+        return t if without is None else _without(t, without)
+
+    def with_ids(self, ids: pa.Array, names: list[str]) -> pa.Table:
+        hit = pc.fill_null(pc.is_in(self.rows["statement_id"], value_set=ids), False)
+        return self.rows.select(names).filter(hit)
+
+
+class StagedRows:
+    """Verified rows staged as they are judged (Arrow IPC files under the run's staging folder,
+    one a piece, each date's rows in a run of record batches; see
+    :func:`pipelines.store.zones.write_stage_file`) and read back a day at a time, or a few
+    columns at a time, memory-mapped.
+
+    ``patch`` (record id -> warning codes) adds the warnings judged over the whole window (the
+    cmi5 order rules) to the rows as they are read back: they come before a row's own warnings,
+    as :data:`pipelines.verify.rules.WARNINGS` orders them.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pieces: list[tuple[Path, dict[str, Batches]]] = []
+        self.schema: pa.Schema | None = None  # the staged rows' (without date)
+        self.num_rows = 0
+        self.patch: dict[str, list[str]] = {}
+
+    def add(self, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        if not self.pieces:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.schema = rows.drop_columns(["date"]).schema
+        path = self.folder / f"piece-{len(self.pieces):05d}.arrow"
+        self.pieces.append((path, write_stage_file(path, rows, self.schema)))
+        self.num_rows += rows.num_rows
+
+    def days(self) -> list[str]:
+        return sorted({d for _, groups in self.pieces for d in groups})
+
+    def day(self, day: str) -> pa.Table:
+        t = pa.concat_tables([read_staged(path, groups[day])
+                              for path, groups in self.pieces if day in groups])
+        t = t.append_column("date", pa.repeat(pa.scalar(day, pa.string()), t.num_rows))
+        return self._patched(t)
+
+    def _all(self, path: Path, groups: dict[str, Batches], names: list[str]) -> pa.Table:
+        return read_staged(path, (0, max(stop for _, stop in groups.values())), names)
+
+    def columns(self, names: list[str], without: pa.Array | None = None) -> pa.Table:
+        if not self.pieces:
+            return _VERIFIED_SCHEMA.empty_table().select(names)
+        out = []
+        for path, groups in self.pieces:  # a piece at a time: filtered, it is copied
+            t = self._all(path, groups, names)
+            out.append(t if without is None else _without(t, without))
+        return self._patched(pa.concat_tables(out))
+
+    def with_ids(self, ids: pa.Array, names: list[str]) -> pa.Table:
+        out = []
+        for path, groups in self.pieces:
+            t = self._all(path, groups, list(dict.fromkeys(["statement_id", *names])))
+            hit = pc.fill_null(pc.is_in(t["statement_id"], value_set=ids), False)
+            if pc.any(hit).as_py():
+                out.append(t.filter(hit).select(names))
+        if not out:
+            return _VERIFIED_SCHEMA.empty_table().select(names)
+        return self._patched(pa.concat_tables(out))
+
+    def _patched(self, t: pa.Table) -> pa.Table:
+        if not self.patch or "warnings" not in t.column_names or t.num_rows == 0:
+            return t
+        hit = pc.is_in(t["record_id"], value_set=pa.array(list(self.patch), pa.string()))
+        at = np.nonzero(_np_mask(hit))[0]
+        if len(at) == 0:
+            return t
+        i = t.column_names.index("warnings")
+        warnings = t["warnings"].to_pylist()
+        ids = t["record_id"].to_pylist()
+        for r in at:
+            warnings[r] = self.patch[ids[r]] + (warnings[r] or [])
+        return t.set_column(i, t.schema.field(i), pa.array(warnings, t.schema.field(i).type))
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.pieces = []
+
+
+def _without(t: pa.Table, ids: pa.Array) -> pa.Table:
+    return t.filter(pc.invert(pc.fill_null(pc.is_in(t["statement_id"], value_set=ids), False)))
+
+
+def _np_mask(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
+
+
+def _normalised_pieces(zones: Zones, source: str, window: Window,
+                       columns: list[str]) -> Iterator[pa.Table]:
+    """The window's normalised rows (``columns``), in date-partition order, about
+    :data:`PIECE_ROWS` at a time. The same call gives the same pieces (files and row groups
+    are read in order); a column an older partition file lacks comes as nulls, as the
+    contract's schema reads it."""
+    schema = contracts.normalised_statement().arrow_schema(with_partitions=False)
+    lo = window.since.date().isoformat() if window.since else ""
+    hi = window.until.date().isoformat() if window.until else "9999"
+    want = list(dict.fromkeys([*columns, "stored", "timestamp"]))
+    rows = PIECE_ROWS
+    held: list[pa.Table] = []
+    n = 0
+    for day in zones.partition_dates(source):
+        if not lo <= day <= hi:
+            continue
+        f = pq.ParquetFile(zones.partition_file(source, day))
+        present = [c for c in want if c in f.schema_arrow.names]
+        for b in f.iter_batches(batch_size=min(rows, 16_384), columns=present):
+            t = pa.Table.from_batches([b])
+            t = t.filter(in_window(t, window))
+            for c in want:
+                if c not in present:
+                    t = t.append_column(schema.field(c), pa.nulls(t.num_rows, schema.field(c).type))
+            t = t.select(want).cast(pa.schema([schema.field(c) for c in want]))
+            held.append(t)
+            n += t.num_rows
+            while n >= rows:
+                whole = pa.concat_tables(held)
+                yield whole.slice(0, rows).select(columns).combine_chunks()
+                rest = whole.slice(rows)
+                held, n = [rest], rest.num_rows
+        f.close()
+    if n:
+        yield pa.concat_tables(held).select(columns).combine_chunks()
+
+
+def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
+                  roster: Roster, catalogue: Catalogue, before: pa.Table, stage: StagedRows,
+                  report: VerifyReport) -> tuple[_Batch, pa.Table, pa.Table]:
+    """Judge the window a piece of rows at a time, staging the verified rows.
+
+    First over the whole window, with only the ids, digests and time keys (and the raw zone
+    streamed once, every body judged by the xAPI validator): the bodies the normalised zone did
+    not keep, which rows are exact duplicates and which conflicting bodies; then the rules a
+    piece at a time (:func:`pipelines.verify.rules.verify`, given those flags), each piece's
+    verified rows staged; then what spans pieces: the cmi5 order warnings and the quarantined
+    rows' bytes. Returns the batch, the quarantined rows and the judged keys that other windows'
+    quarantine files hold (for :func:`_drop_judged_elsewhere`).
+    """
+    s = settings.source(source)
+    zones = Zones(settings.storage_root)
+    fz = FootprintZones(settings.storage_root)
+    keys = pa.concat_tables(list(_normalised_pieces(zones, source, window, _KEY_COLUMNS)) or
+                            [_NORM_SCHEMA.empty_table().select(_KEY_COLUMNS)]).combine_chunks()
+    raws = WindowRaw(_raw_files(zones, source, window), s.xapi_version, s.tolerate)
+    piece_schema = pa.schema([_NORM_SCHEMA.field(c) for c in (*NORMALISED_COLUMNS, "date")])
+    dropped = _dropped_bodies(zones, source, window, keys["raw_sha256"], raws, piece_schema)
+    report.recovered = dropped.num_rows
+    if dropped.num_rows:
+        keys = pa.concat_tables([keys, dropped.select(_KEY_COLUMNS)]).combine_chunks()
+    sid, sha = keys["statement_id"].chunk(0) if keys.num_rows else pa.array([], pa.string()), \
+        keys["raw_sha256"].chunk(0) if keys.num_rows else pa.array([], pa.string())
+    held = _held(fz, source, keys.select(["statement_id", "raw_sha256"]), window, before,
+                 window.label())
+    key = pc.binary_join_element_wise(pa.scalar(source), sid, "/")
+    dup, conflict = duplicate_flags(key, sid, sha, keys["stored"].combine_chunks(), held)
+    del key, held
+    raws.require(pc.unique(sha))
+    raws.checked = True
+    judged = keys.select(["statement_id", "raw_sha256"])
+    del keys
+
+    now = datetime.now(UTC)
+    conflict_rows = sorted(conflict)
+    counts: dict[str, Any] = {"read": 0, "verified": 0, "quarantined": 0, "duplicates": 0,
+                              "voiding": 0, "quarantined_by_reason": {}}
+    deviations: dict[str, int] = {}
+    warnings: dict[str, int] = {}
+    quarantined: list[pa.Table] = []
+    voiding: list[pa.Table] = []
+    candidates: list[pa.Table] = []
+    cols = [c for c in NORMALISED_COLUMNS if c != "source"]
+    pieces: Iterator[pa.Table] = _normalised_pieces(zones, source, window, cols)
+    if dropped.num_rows:
+        pieces = itertools.chain(pieces, [dropped.select(cols)])
+    start = 0
+    for piece in pieces:
+        n = piece.num_rows
+        if not pc.all(pc.equal(piece["statement_id"], judged["statement_id"].slice(start, n))
+                      ).as_py():
+            raise ValueError("the normalised zone changed while the window was verified")
+        lo, hi = bisect.bisect_left(conflict_rows, start), bisect.bisect_left(conflict_rows,
+                                                                             start + n)
+        flags = (dup[start:start + n], {r - start: conflict[r] for r in conflict_rows[lo:hi]})
+        v = verify(piece, raws, roster, catalogue, now=now, run_id=run_id, verified_at=now,
+                   source=source, xapi_version=s.xapi_version, tolerate=s.tolerate,
+                   duplicates=flags, cmi5=False, quarantine_raw=False)
+        del piece
+        if v.cmi5 is not None and v.cmi5.num_rows:
+            c = v.cmi5
+            candidates.append(c.set_column(0, "row", pc.add(c["row"], counts["verified"])))
+        stage.add(storage_date(v.verified))
+        quarantined.append(v.quarantined)
+        voiding.append(v.voiding)
+        for k in ("read", "verified", "quarantined", "duplicates", "voiding"):
+            counts[k] += v.counts[k]
+        for name, into in (("quarantined_by_reason", counts["quarantined_by_reason"]),
+                           ("tolerated_deviations", deviations)):
+            for code, m in v.counts.get(name, {}).items():
+                into[code] = into.get(code, 0) + m
+        for code, m in v.warnings.items():
+            warnings[code] = warnings.get(code, 0) + m
+        start += n
+        del v
+    if start != judged.num_rows:
+        raise ValueError(f"the normalised zone changed while the window was verified "
+                         f"({start} rows judged of {judged.num_rows})")
+    if deviations:
+        counts["tolerated_deviations"] = dict(sorted(deviations.items()))
+    counts["quarantined_by_reason"] = {c: counts["quarantined_by_reason"][c] for c in BLOCKING
+                                       if counts["quarantined_by_reason"].get(c)}
+
+    # -- the cmi5 order rules, over the whole window's verified rows
+    if candidates:
+        cand = pa.concat_tables(candidates)
+        flags3 = cmi5_flags(cand, counts["verified"])
+        codes = (CMI5_COMPLETED_TWICE, CMI5_PASSED_TWICE, CMI5_FAILED_AFTER_PASSED)
+        for code, mask in zip(codes, flags3, strict=True):
+            warnings[code] = warnings.get(code, 0) + int(mask.sum())
+        for r, rid in zip(cand["row"].to_pylist(), cand["record_id"].to_pylist(), strict=True):
+            got = [code for code, mask in zip(codes, flags3, strict=True) if mask[r]]
+            if got:
+                stage.patch[rid] = got
+
+    q = pa.concat_tables(quarantined) if quarantined else _QUARANTINE_SCHEMA.empty_table()
+    if q.num_rows:
+        i = q.column_names.index("raw")
+        q = q.set_column(i, q.schema.field(i), pa.array(
+            raw_texts(raws, q["raw_sha256"].to_pylist()), q.schema.field(i).type))
+    votes = pa.concat_tables(voiding) if voiding else None
+    void_list = voids_from_table(votes) if votes is not None else []
+    # of the judged keys, only those other windows' quarantine files hold are needed later
+    # (_drop_judged_elsewhere): a handful, not the window's million
+    others = before.filter(pc.not_equal(before["window"], window.label()))
+    judged = judged.filter(pc.is_in(_key(judged), value_set=_key(others)))
+    return _Batch(stage, counts, warnings, void_list), _keep_first_quarantined(q, before), judged
 
 
 def _counts(r: VerifyReport) -> dict[str, Any]:
@@ -484,7 +815,7 @@ def _drop_judged_elsewhere(fz: FootprintZones, source: str, label: str, before: 
 
 def _publish(
     settings: Settings, state: StateStore, fz: FootprintZones, report: VerifyReport,
-    v: Verification, *, window: Window | None, quarantine_read: int,
+    v: _Batch, *, window: Window | None, quarantine_read: int,
     publish_quarantine: Any, held_back: pa.Table | None = None,
 ) -> None:
     """Voids, the quality check, then (if it passed) the state database and the zones.
@@ -506,7 +837,7 @@ def _publish(
     report.warnings = {k: n for k, n in v.warnings.items() if n}
     report.tolerated_deviations = dict(c.get("tolerated_deviations", {}))
     report.check_balance()
-    verified = storage_date(v.verified)
+    rows = v.rows
 
     # -- voids: this batch's and the pending ones, on this batch, then on earlier runs' records
     batch_voids = v.voids
@@ -517,7 +848,10 @@ def _publish(
     for x in stored:  # earliest first: the earliest void of a target takes effect
         if x.status != "ignored" and x.voiding_statement_id not in batch_void_ids:
             ledger.setdefault(x.target_id, Void(x.voiding_statement_id, x.target_id, x.at))
-    first = apply_voids(verified, batch_voids, ledger, known_voiding_ids=known)
+    # only the rows a void can reach take part (the rest stay where they are staged)
+    targets = pa.array(sorted({x.target_id for x in batch_voids} | set(ledger)), pa.string())
+    reachable = rows.with_ids(targets, ["statement_id", "record_id", "source"])
+    first = apply_voids(reachable, batch_voids, ledger, known_voiding_ids=known)
     changes: list[VoidChange] = list(first.changes)
     warnings = list(first.warnings)
     removed = list(first.voided)
@@ -536,8 +870,7 @@ def _publish(
             changes.extend(second.changes)
             earlier_ids = list(second.voided)
             removed.extend(earlier_ids)
-    published = first.verified
-    report.published = published.num_rows
+    report.published = rows.num_rows - (reachable.num_rows - first.verified.num_rows)
     report.voided = len(set(removed))
     report.voided_earlier = len(set(earlier_ids))
     report.void_warnings = [w.detail for w in warnings]
@@ -545,6 +878,9 @@ def _publish(
     # -- the quality gate
     from pipelines.verify import quality
 
+    names = quality.batch_columns()
+    published = rows.columns([c for c in names if c in _VERIFIED_SCHEMA.names],
+                             pa.array(first.voided, pa.string()) if first.voided else None)
     outcome = quality.check_batch(
         published, quarantined=report.quarantined if window is not None else 0,
         read=quarantine_read, previous_counts=state.published_counts(source))
@@ -571,7 +907,8 @@ def _publish(
                  for ch in changes if ch.voiding_statement_id],
         ignored=ignored)
     crashpoint("verify-voids-recorded")
-    fz.merge_verified(source, published, window, removed, run_id)  # "verify-partition" each
+    del published
+    fz.merge_verified(source, rows, window, removed, run_id)  # "verify-partition" each
     crashpoint("verify-verified-written")
     publish_quarantine()  # "verify-quarantine-file" after each file
     crashpoint("verify-quarantine-written")
@@ -704,7 +1041,9 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
             fz.write_quarantine(s.name, label, new.filter(keep), report.run_id)
 
     report.conflicts_held = conflicts.num_rows
-    _publish(settings, state, fz, report, v, window=None, quarantine_read=v.verified.num_rows,
+    batch = _Batch(TableRows(storage_date(v.verified)), v.counts, v.warnings, v.voids)
+    _publish(settings, state, fz, report, batch, window=None,
+             quarantine_read=v.verified.num_rows,
              publish_quarantine=publish_quarantine, held_back=conflicts)
     report.replayed = len(left)
     report.message = (f"{report.replayed} records left quarantine ({report.published} published), "
