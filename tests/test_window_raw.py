@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import config
@@ -14,8 +18,16 @@ from pipelines.ingest import ingest_source
 from pipelines.sources.base import Window
 from pipelines.store.zones import Zones
 from pipelines.verify.rules import RawStatements, _validate
-from pipelines.verify.stage import WindowRaw, _raw_files, _raw_of_window
+from pipelines.verify.stage import WindowRaw, _raw_files
 from tests.conftest import write_config
+
+
+def _raw_of_window(zones: Zones, source: str, window: Window,
+                   columns: tuple[str, ...] = ("raw",)) -> pa.Table:
+    """The reference: the window's normalised raw statements, every part file read whole."""
+    files = _raw_files(zones, source, window)
+    t = pa.concat_tables(pq.read_table(f, columns=[*columns, "status"]) for f in files)
+    return t.filter(pc.equal(t["status"], "normalised")).select(list(columns))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +76,12 @@ def test_window_raw_equals_the_whole_raw_table(ingested: config.Settings) -> Non
     fresh = WindowRaw(files, "1.0.3", ())
     assert bytes(fresh.get(shas[-1]) or b"") == bytes(whole.get(shas[-1]) or b"-")
     assert fresh.get("0" * 64) is None
+    # raw-zone columns of some bodies, in the order asked, reading only their part files
+    cols = ["fetch_ref", "fetch_index", "fetched_at", "run_id"]
+    meta = _raw_of_window(zones, "dump", window, tuple(cols))
+    at = np.array([len(whole.order) - 1, 3, 0, 1500, 3], np.int64)
+    assert streamed.columns_at(at, cols).equals(meta.take(pa.array(at)))
+    assert streamed.columns_at(np.zeros(0, np.int64), cols).num_rows == 0
 
 
 def test_window_raw_refuses_unknown_bodies_and_other_rules(ingested: config.Settings) -> None:
