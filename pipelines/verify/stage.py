@@ -87,6 +87,7 @@ from pipelines.verify.rules import (
     CONFLICTING_DUPLICATE,
     NORMALISED_COLUMNS,
     RawStatements,
+    _arr,
     _binary_views,
     cmi5_flags,
     duplicate_flags,
@@ -696,12 +697,11 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
     report.recovered = dropped.num_rows
     if dropped.num_rows:
         keys = pa.concat_tables([keys, dropped.select(_KEY_COLUMNS)]).combine_chunks()
-    sid, sha = keys["statement_id"].chunk(0) if keys.num_rows else pa.array([], pa.string()), \
-        keys["raw_sha256"].chunk(0) if keys.num_rows else pa.array([], pa.string())
+    sid, sha = _arr(keys["statement_id"]), _arr(keys["raw_sha256"])
     held = _held(fz, source, keys.select(["statement_id", "raw_sha256"]), window, before,
                  window.label())
     key = pc.binary_join_element_wise(pa.scalar(source), sid, "/")
-    dup, conflict = duplicate_flags(key, sid, sha, keys["stored"].combine_chunks(), held)
+    dup, conflict = duplicate_flags(key, sid, sha, _arr(keys["stored"]), held)
     del key, held
     raws.require(pc.unique(sha))
     raws.checked = True
