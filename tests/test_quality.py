@@ -426,3 +426,51 @@ def test_data_docs_are_built_and_reference_no_foreign_host(
     # what Great Expectations stored keeps no IIN either
     for f in (tmp_path / "reports" / "gx").rglob("*.json"):
         assert not set(re.findall(r"\d{12}", f.read_text(encoding="utf-8"))) & IINS, f
+
+
+class _Lazy:
+    """A :class:`quality.ColumnSource` over a table that records what each load asked for."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.column_names = table.column_names
+        self.num_rows = table.num_rows
+        self.loads: list[list[str]] = []
+
+    def load(self, columns: list[str]) -> pa.Table:
+        self.loads.append(list(columns))
+        return self.table.select(columns)
+
+
+def test_a_column_source_is_read_a_column_at_a_time_with_the_same_verdicts(
+    gx: ModuleType, good_rows: list[dict[str, Any]], suite: SuiteSpec, tmp_path: Path
+) -> None:
+    """The suite runs a column at a time (uniqueness first), table-level expectations too, and
+    the verdicts and the record ids named are those of the whole table at once."""
+    doc = json.loads(suite.path.read_text(encoding="utf-8"))
+    doc["expectations"].append({
+        "type": "expect_table_row_count_to_be_between",
+        "kwargs": {"min_value": 1, "max_value": 10},
+        "meta": {"severity": "warning", "description": "d", "description_kk": "d",
+                 "description_ru": "d"},
+    })
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    wider = load_suite(path)
+    rows = [dict(r) for r in good_rows[:300]]
+    rows[7]["iin"] = "95011230012A"
+    table = as_table(rows)
+    lazy = _Lazy(table)
+    args: dict[str, Any] = {"quarantined": 0, "read": 300, "previous_counts": [300] * 7,
+                            "suite": wider}
+    a, b = check_batch(table, **args), check_batch(lazy, **args)
+    assert a.results["checks"] == b.results["checks"]
+    checks = {c["id"]: c for c in b.results["checks"]}
+    rows_check = checks["expect_table_row_count_to_be_between"]
+    assert rows_check["exception"] is None and rows_check["success"] is False  # 300 > 10: ran
+    iin = checks["expect_column_values_to_match_regex(iin)"]
+    assert iin["unexpected_record_ids"] == [rows[7]["record_id"]]
+    assert lazy.loads[0] == ["record_id"]  # the uniqueness check first, alone
+    assert all(len(cols) <= 2 for cols in lazy.loads)
+    assert b.gx_result is not None and len(b.gx_result.results) == len(wider.expectations)
+    assert b.gx_result.statistics["evaluated_expectations"] == len(wider.expectations)

@@ -25,6 +25,7 @@ import pytest
 from pipelines import config
 from pipelines.generate import TroubleShares, run_generate
 from pipelines.ingest import ingest_source
+from pipelines.sources.base import Window
 from pipelines.store.footprint import FootprintZones
 from pipelines.verify import stage
 from pipelines.verify.rules import CMI5_COMPLETED_TWICE, VERB_COMPLETED
@@ -143,3 +144,49 @@ def test_pieces_agree_with_one_piece(tmp_path: Path, lines: tuple[Path, list[byt
     assert all(r.strip().startswith("{") for r in qb["raw"].to_pylist()[:50])
     # and the staging folder is gone
     assert not list((tmp_path / "many" / "data" / "_staging").rglob("verify-*"))
+    # what a killed verification left staged goes with the next verification, also one run
+    # on its own (as the Airflow verify task does, without an extraction before it)
+    killed = tmp_path / "many" / "data" / "_staging" / "dump" / "verify-killed"
+    killed.mkdir(parents=True)
+    (killed / "piece-00000.arrow").write_bytes(b"partial")
+    again = stage.verify_window(config.load(tmp_path / "many" / "footprint.toml"), "dump",
+                                Window(None, None), "rerun")
+    assert again.status == "succeeded" and again.published == many["published"]
+    assert not killed.exists()
+
+
+def test_staged_rows_give_back_what_was_staged(tmp_path: Path) -> None:
+    """By day, by column (``date`` rebuilt, cmi5 warnings patched in front), by statement id."""
+    def rows(ids: list[str], days: list[str]) -> pa.Table:
+        return pa.table({
+            "record_id": [f"r-{i}" for i in ids], "statement_id": ids,
+            "warnings": pa.array([["no-registration"] if i == "b" else [] for i in ids],
+                                 pa.list_(pa.string())),
+            "date": days})
+
+    staged = stage.StagedRows(tmp_path / "verify-x")
+    first = rows(["a", "b", "c"], ["2026-09-02", "2026-09-01", "2026-09-02"])
+    second = rows(["d", "e"], ["2026-09-01", "2026-09-03"])
+    staged.add(first)
+    staged.add(rows([], []))
+    staged.add(second)
+    staged.patch = {"r-b": ["cmi5-completed-twice"], "r-e": ["cmi5-passed-twice"]}
+    assert staged.num_rows == 5 and staged.days() == ["2026-09-01", "2026-09-02", "2026-09-03"]
+    assert staged.day("2026-09-01").to_pylist() == [
+        {"record_id": "r-b", "statement_id": "b",
+         "warnings": ["cmi5-completed-twice", "no-registration"], "date": "2026-09-01"},
+        {"record_id": "r-d", "statement_id": "d", "warnings": [], "date": "2026-09-01"}]
+    cols = staged.columns(["statement_id", "date", "warnings"])
+    # staged order: a piece's rows by day (the first piece was sorted), then the next piece
+    assert cols.to_pylist() == [
+        {"statement_id": "b", "date": "2026-09-01",
+         "warnings": ["cmi5-completed-twice", "no-registration"]},
+        {"statement_id": "a", "date": "2026-09-02", "warnings": []},
+        {"statement_id": "c", "date": "2026-09-02", "warnings": []},
+        {"statement_id": "d", "date": "2026-09-01", "warnings": []},
+        {"statement_id": "e", "date": "2026-09-03", "warnings": ["cmi5-passed-twice"]}]
+    got = staged.with_ids(pa.array(["e", "a", "zz"]), ["record_id", "warnings"])
+    assert got.to_pylist() == [{"record_id": "r-a", "warnings": []},
+                               {"record_id": "r-e", "warnings": ["cmi5-passed-twice"]}]
+    staged.discard()
+    assert not (tmp_path / "verify-x").exists() and staged.columns(["date"]).num_rows == 0

@@ -353,11 +353,11 @@ def _summary(
 
 
 # ------------------------------------------------------------------------------------------------
-# Arrow -> pandas, once
+# Arrow -> pandas
 
 
 def _to_pandas(table: pa.Table, columns: Sequence[str]) -> pd.DataFrame:
-    """The columns the suite needs (plus ``record_id``) as one pandas frame.
+    """``columns`` (plus ``record_id`` when the table has it) as one pandas frame.
 
     Strings become pandas ``str`` (the only string dtype Great Expectations' type checks accept
     on pandas 3), timestamps become tz-aware UTC (a naive one is taken as UTC), dictionary
@@ -564,16 +564,12 @@ class TableSource:
 # (on 1,000,000 rows: ~350 MB for a uniqueness check of 36-character ids, 60-80 MB for a
 # regex or value-set check of one string column), so the suite runs a column at a time on a
 # frame of that column (and record_id), the uniqueness checks first.
-_HEAVY_TYPES = frozenset({
-    "expect_column_values_to_be_unique",
-    "expect_compound_columns_to_be_unique",
-    "expect_select_column_values_to_be_unique_within_record",
-})
+_HEAVY_TYPES = frozenset({"expect_column_values_to_be_unique"})
 
 
 def _groups(suite: SuiteSpec, labels: set[str]) -> list[tuple[set[str], list[str]]]:
-    """(expectation labels, their columns) to run together: a column at a time, the heavy
-    ones first (expectations without a column run together on a frame of ``record_id``)."""
+    """(expectation labels, their column) to run together: a column at a time, the heavy ones
+    first, then those without a ``column`` (table-level ones) on a frame of ``record_id``."""
     by_column: dict[str | None, set[str]] = {}
     heavy: set[str | None] = set()
     for e in suite.expectations:
@@ -650,12 +646,13 @@ def check_batch(
     runs: list[Any] = []
     ids: pd.DataFrame | None = None  # record_id by row, for the unexpected rows' record ids
     for labels, cols in _groups(suite, every - missing):
-        # record_id (to name the unexpected rows) is loaded once, with the first group
-        wanted = [c for c in dict.fromkeys([*cols, *(["record_id"] if ids is None else [])])
-                  if c in source.column_names]
+        # record_id (to name the unexpected rows) is loaded once, with the first group, and
+        # for table-level expectations (a frame needs a column to have rows)
+        extra = ["record_id"] if ids is None or not cols else []
+        wanted = [c for c in dict.fromkeys([*cols, *extra]) if c in source.column_names]
         df = _to_pandas(source.load(wanted), cols)
-        unusable |= {e.label for e in suite.expectations
-                     if e.label in labels and e.column not in df.columns}
+        unusable |= {e.label for e in suite.expectations if e.label in labels
+                     and e.column is not None and e.column not in df.columns}
         if labels - unusable:
             runs.append(_run_gx(suite, df, skip=every - (labels - unusable)))
         if ids is None and "record_id" in df.columns:

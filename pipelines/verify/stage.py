@@ -450,6 +450,8 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
         before = fz.read_quarantine(s.name)
+        for old in (zones.staging / s.name).glob("verify-*"):  # a killed run's (we hold the lock)
+            shutil.rmtree(old, ignore_errors=True)
         stage = StagedRows(zones.staging / s.name / f"verify-{run_id}")
         try:
             batch, quarantined, judged = _judge_window(
@@ -551,7 +553,6 @@ class StagedRows:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.pieces: list[tuple[Path, dict[str, Batches]]] = []
-        self.schema: pa.Schema | None = None  # the staged rows' (without date)
         self.num_rows = 0
         self.patch: dict[str, list[str]] = {}
 
@@ -560,9 +561,9 @@ class StagedRows:
             return
         if not self.pieces:
             self.folder.mkdir(parents=True, exist_ok=True)
-        self.schema = rows.drop_columns(["date"]).schema
         path = self.folder / f"piece-{len(self.pieces):05d}.arrow"
-        self.pieces.append((path, write_stage_file(path, rows, self.schema)))
+        schema = rows.drop_columns(["date"]).schema
+        self.pieces.append((path, write_stage_file(path, rows, schema)))
         self.num_rows += rows.num_rows
 
     def days(self) -> list[str]:
@@ -575,15 +576,25 @@ class StagedRows:
         return self._patched(t)
 
     def _all(self, path: Path, groups: dict[str, Batches], names: list[str]) -> pa.Table:
-        return read_staged(path, (0, max(stop for _, stop in groups.values())), names)
+        """``names`` of a piece's rows, in staged order (``date`` rebuilt from the runs)."""
+        stored = [c for c in names if c != "date"]
+        if "warnings" in names and self.patch:
+            stored = list(dict.fromkeys([*stored, "record_id"]))  # to patch them
+        out = []
+        for day, span in sorted(groups.items(), key=lambda g: g[1]):
+            t = read_staged(path, span, stored)
+            if "date" in names:
+                t = t.append_column("date", pa.repeat(pa.scalar(day, pa.string()), t.num_rows))
+            out.append(t)
+        return self._patched(pa.concat_tables(out)).select(names)
 
     def columns(self, names: list[str]) -> pa.Table:
         if not self.pieces:
             return _VERIFIED_SCHEMA.empty_table().select(names)
         # one chunk a piece, not one a date (pandas and Great Expectations are slow on columns
         # of many chunks)
-        out = [self._all(path, groups, names).combine_chunks() for path, groups in self.pieces]
-        return self._patched(pa.concat_tables(out))
+        return pa.concat_tables([self._all(path, groups, names).combine_chunks()
+                                 for path, groups in self.pieces])
 
     def with_ids(self, ids: pa.Array, names: list[str]) -> pa.Table:
         out = []
@@ -594,7 +605,7 @@ class StagedRows:
                 out.append(t.filter(hit).select(names))
         if not out:
             return _VERIFIED_SCHEMA.empty_table().select(names)
-        return self._patched(pa.concat_tables(out))
+        return pa.concat_tables(out)
 
     def _patched(self, t: pa.Table) -> pa.Table:
         if not self.patch or "warnings" not in t.column_names or t.num_rows == 0:
@@ -656,11 +667,11 @@ def _normalised_pieces(zones: Zones, source: str, window: Window,
         present = [c for c in want if c in f.schema_arrow.names]
         for b in f.iter_batches(batch_size=min(rows, 16_384), columns=present):
             t = pa.Table.from_batches([b])
-            t = t.filter(in_window(t, window))
             for c in want:
                 if c not in present:
                     t = t.append_column(schema.field(c), pa.nulls(t.num_rows, schema.field(c).type))
             t = t.select(want).cast(pa.schema([schema.field(c) for c in want]))
+            t = t.filter(in_window(t, window))
             held.append(t)
             n += t.num_rows
             while n >= rows:
@@ -679,12 +690,13 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
     """Judge the window a piece of rows at a time, staging the verified rows.
 
     First over the whole window, with only the ids, digests and time keys (and the raw zone
-    streamed once, every body judged by the xAPI validator): the bodies the normalised zone did
-    not keep, which rows are exact duplicates and which conflicting bodies; then the rules a
-    piece at a time (:func:`pipelines.verify.rules.verify`, given those flags), each piece's
-    verified rows staged; then what spans pieces: the cmi5 order warnings and the quarantined
-    rows' bytes. Returns the batch, the quarantined rows and the judged keys that other windows'
-    quarantine files hold (for :func:`_drop_judged_elsewhere`).
+    streamed once, every body judged by the xAPI validator; bytes are read again only for the
+    bodies named later): the bodies the normalised zone did not keep (one more piece, at the
+    end, of any size: they are rare), which rows are exact duplicates and which conflicting
+    bodies; then the rules a piece at a time (:func:`pipelines.verify.rules.verify`, given those
+    flags), each piece's verified rows staged; then what spans pieces: the cmi5 order warnings
+    and the quarantined rows' bytes. Returns the batch, the quarantined rows and the judged keys
+    that other windows' quarantine files hold (for :func:`_drop_judged_elsewhere`).
     """
     s = settings.source(source)
     zones = Zones(settings.storage_root)
