@@ -474,3 +474,44 @@ def test_a_column_source_is_read_a_column_at_a_time_with_the_same_verdicts(
     assert all(len(cols) <= 2 for cols in lazy.loads)
     assert b.gx_result is not None and len(b.gx_result.results) == len(wider.expectations)
     assert b.gx_result.statistics["evaluated_expectations"] == len(wider.expectations)
+
+
+def test_a_big_batch_checked_in_buckets_gives_what_one_run_gives(
+    gx: ModuleType, good_rows: list[dict[str, Any]], suite: SuiteSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over BUCKET_ROWS rows the uniqueness check runs on hash buckets of the ids and the
+    row-by-row checks on slices of rows; repeated ids (some three times, some far apart), nulls
+    and values out of range in several slices are found, counted and named as one run over the
+    whole batch finds, counts and names them (more than the 20 examples kept)."""
+    rows = [dict(r) for r in good_rows[:900]]
+    for src, dst in ((0, 1), (0, 850), (10, 11), (300, 899), (500, 501), (500, 502)):
+        rows[dst]["record_id"] = rows[src]["record_id"]
+    for i in range(5, 900, 37):
+        rows[i]["iin"] = None if i % 2 else "95011230012A"
+        rows[i + 1]["score_percent"] = 100.0 + i
+    table = as_table(rows)
+    args: dict[str, Any] = {"quarantined": 0, "read": 900, "previous_counts": [900] * 7,
+                            "suite": suite}
+    whole = check_batch(table, **args)
+    monkeypatch.setattr(quality, "BUCKET_ROWS", 100)  # 9 buckets
+    runs: list[int] = []
+    real = quality._run_gx
+
+    def counted(*a: Any, **k: Any) -> Any:
+        runs.append(len(a[1]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(quality, "_run_gx", counted)
+    buckets = check_batch(table, **args)
+    assert max(runs) < 200 and len(runs) > 9 * 10  # every column's checks ran a bucket apart
+    checks = {c["id"]: c for c in whole.results["checks"]}
+    assert checks["expect_column_values_to_be_unique(record_id)"]["unexpected_count"] == 10
+    assert checks["expect_column_values_to_not_be_null(iin)"]["unexpected_count"] == 13
+    assert checks["expect_column_values_to_be_between(score_percent)"]["unexpected_count"] == 25
+    assert whole.results["checks"] == buckets.results["checks"]
+    for ra, rb in zip(whole.gx_result.results, buckets.gx_result.results, strict=True):
+        ca, cb = ra.expectation_config, rb.expectation_config
+        assert (ca.type, ca.kwargs) == (cb.type, cb.kwargs)
+        assert (ra.success, ra.result) == (rb.success, rb.result), ra.expectation_config.type
+    assert whole.gx_result.statistics == buckets.gx_result.statistics

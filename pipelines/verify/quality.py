@@ -560,26 +560,143 @@ class TableSource:
         return self.table.select(columns)
 
 
-# Great Expectations' pandas metrics take several times the memory of the columns they look at
-# (on 1,000,000 rows: ~350 MB for a uniqueness check of 36-character ids, 60-80 MB for a
-# regex or value-set check of one string column), so the suite runs a column at a time on a
-# frame of that column (and record_id), the uniqueness checks first.
+# Great Expectations' pandas metrics take several times the memory of the columns they look at,
+# so the suite runs a column at a time on a frame of that column, the uniqueness checks first
+# and apart, and over a big batch a bucket of rows at a time (_buckets).
 _HEAVY_TYPES = frozenset({"expect_column_values_to_be_unique"})
 
 
 def _groups(suite: SuiteSpec, labels: set[str]) -> list[tuple[set[str], list[str]]]:
-    """(expectation labels, their column) to run together: a column at a time, the heavy ones
-    first, then those without a ``column`` (table-level ones) on a frame of ``record_id``."""
-    by_column: dict[str | None, set[str]] = {}
-    heavy: set[str | None] = set()
+    """(expectation labels, their column) to run together: a column at a time, a column's
+    heavy ones first and apart, then those without a ``column`` (table-level ones) on a frame
+    of ``record_id``."""
+    groups: dict[tuple[bool, bool, str], set[str]] = {}
     for e in suite.expectations:
         if e.label not in labels:
             continue
-        by_column.setdefault(e.column, set()).add(e.label)
-        if e.type in _HEAVY_TYPES:
-            heavy.add(e.column)
-    order = sorted(by_column, key=lambda c: (c not in heavy, c is None))
-    return [(by_column[c], [c] if c else []) for c in order]
+        key = (e.type not in _HEAVY_TYPES, e.column is None, e.column or "")
+        groups.setdefault(key, set()).add(e.label)
+    return [(groups[k], [k[2]] if k[2] else []) for k in sorted(groups, key=lambda k: k[:2])]
+
+
+BUCKET_ROWS = 250_000
+"""Rows of a big batch one Great Expectations run looks at (see :func:`_buckets`)."""
+
+
+# Expectations judged row by row (a row is unexpected or not on its own): over a big batch they
+# run on slices of rows, merged exactly (without ``mostly``, which weighs the whole batch).
+_ROW_TYPES = frozenset({
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_null",
+    "expect_column_values_to_match_regex",
+    "expect_column_values_to_not_match_regex",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_not_be_in_set",
+})
+
+
+def _buckets(suite: SuiteSpec, labels: set[str], batch: pa.Table) -> list[Any] | None:
+    """Row positions (ascending numpy arrays) to run a group's expectations on apart, or None
+    to run them on the whole batch at once.
+
+    Great Expectations' pandas metrics on a column of many distinct strings take several times
+    the column (on 962,546 rows: ~350 MB for the uniqueness of ``record_id``, ~330 MB for its
+    not-null check, ~250 MB for ``statement_id``'s), so over :data:`BUCKET_ROWS` rows a group
+    runs a bucket at a time: a uniqueness check on hash buckets of the values (equal values share
+    a bucket: a value's dictionary code modulo the number of buckets), row-by-row expectations
+    on consecutive slices of rows. :func:`_merge_buckets` makes one result of the buckets'.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = batch.num_rows
+    exps = [suite.expectation(label) for label in labels]
+    if n <= BUCKET_ROWS or not exps or any("mostly" in e.kwargs for e in exps):
+        return None
+    k = -(-n // BUCKET_ROWS)
+    if all(e.type in _HEAVY_TYPES for e in exps) and len({e.column for e in exps}) == 1:
+        codes = pc.dictionary_encode(batch[exps[0].column].combine_chunks()).indices
+        bucket = np.asarray(pc.fill_null(codes, 0).to_numpy(zero_copy_only=False)) % k
+        del codes
+        return [np.nonzero(bucket == b)[0] for b in range(k)]
+    if all(e.type in _ROW_TYPES for e in exps):
+        return [np.arange(i, min(i + BUCKET_ROWS, n)) for i in range(0, n, BUCKET_ROWS)]
+    return None
+
+
+def _run_gx_in_buckets(suite: SuiteSpec, batch: pa.Table, columns: list[str], skip: set[str],
+                       buckets: list[Any]) -> Any:
+    """The suite (but ``skip``) on each bucket's rows of ``batch`` apart, as one result."""
+    parts: list[tuple[Any, Any]] = []
+    for rows in buckets:
+        contiguous = len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows)
+        piece = (batch.slice(int(rows[0]), len(rows)) if contiguous
+                 else batch.take(pa.array(rows, pa.int64())))
+        df = _to_pandas(piece.select([c for c in columns if c in piece.column_names]), columns)
+        parts.append((rows, _run_gx(suite, df, skip=skip)))
+        del df, piece
+    return _merge_buckets(parts)
+
+
+def _value_counts(values: list[Any]) -> list[dict[str, Any]]:
+    """``partial_unexpected_counts`` as Great Expectations gives them for ``values`` (the partial
+    unexpected list): count descending, then value."""
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    try:
+        order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    except TypeError:  # values of mixed types
+        order = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return [{"value": v, "count": c} for v, c in order]
+
+
+def _merge_buckets(parts: list[tuple[Any, Any]]) -> Any:
+    """Great Expectations results of the same expectations over disjoint row sets (``rows``:
+    each set's positions in the batch, ascending) as one over the batch: counts summed,
+    percentages recomputed, the first unexpected rows (values, positions) in batch order and
+    their value counts (Great Expectations counts the partial list's values)."""
+    first = parts[0][1]
+    merged = []
+    for i in range(len(first.results)):
+        results = [(rows, res.results[i]) for rows, res in parts]
+        raised = [r for _, r in results if _exception(r.exception_info).get("raised_exception")]
+        out = results[0][1]
+        if raised:
+            merged.append(raised[0])
+            continue
+        got = [r.result or {} for _, r in results]
+        ec = sum(int(g.get("element_count") or 0) for g in got)
+        mc = sum(int(g.get("missing_count") or 0) for g in got)
+        uc = sum(int(g.get("unexpected_count") or 0) for g in got)
+        pairs = sorted(
+            ((int(rows[int(j)]), v) for (rows, _), g in zip(results, got, strict=True)
+             for j, v in zip(g.get("partial_unexpected_index_list") or [],
+                             g.get("partial_unexpected_list") or [], strict=False)),
+            key=lambda p: p[0])[:PARTIAL_UNEXPECTED_COUNT]
+        present = ec - mc
+        fields = {
+            "element_count": ec,
+            "missing_count": mc,
+            "unexpected_count": uc,
+            # as Great Expectations computes them (count / total * 100, to the last bit)
+            "missing_percent": mc / ec * 100 if ec else None,
+            "unexpected_percent": uc / present * 100 if present else None,
+            "unexpected_percent_nonmissing": uc / present * 100 if present else None,
+            "unexpected_percent_total": uc / ec * 100 if ec else None,
+            "partial_unexpected_list": [v for _, v in pairs],
+            "partial_unexpected_index_list": [j for j, _ in pairs],
+            "partial_unexpected_counts": _value_counts([v for _, v in pairs]),
+        }
+        base = out.result or {}
+        # only the fields this expectation reports (a not-null check has no missing_count)
+        out.result = {**base, **{k: v for k, v in fields.items() if k in base}}
+        out.success = all(r.success for _, r in results)
+        merged.append(out)
+    first.results = merged
+    first.success = all(r.success for r in merged)
+    return first
 
 
 def _merge_gx(results: list[Any], suite: SuiteSpec) -> Any:
@@ -650,14 +767,19 @@ def check_batch(
         # for table-level expectations (a frame needs a column to have rows)
         extra = ["record_id"] if ids is None or not cols else []
         wanted = [c for c in dict.fromkeys([*cols, *extra]) if c in source.column_names]
-        df = _to_pandas(source.load(wanted), cols)
+        batch = source.load(wanted)
+        buckets = _buckets(suite, labels, batch)
+        df = _to_pandas(batch if buckets is None else batch.slice(0, 0), cols)
         unusable |= {e.label for e in suite.expectations if e.label in labels
                      and e.column is not None and e.column not in df.columns}
         if labels - unusable:
-            runs.append(_run_gx(suite, df, skip=every - (labels - unusable)))
-        if ids is None and "record_id" in df.columns:
-            ids = df[["record_id"]]
-        del df
+            run = labels - unusable
+            runs.append(_run_gx(suite, df, skip=every - run) if buckets is None else
+                        _run_gx_in_buckets(suite, batch, cols, every - run, buckets))
+        if ids is None and "record_id" in batch.column_names:
+            ids = df[["record_id"]] if len(df) == batch.num_rows else _to_pandas(
+                batch.select(["record_id"]), [])
+        del df, batch
 
     by_label: dict[str, Any] = {}
     gx_res = _merge_gx(runs, suite) if runs else None
