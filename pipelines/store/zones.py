@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
@@ -151,13 +151,12 @@ class Zones:
     def begin(self, source: str, run_id: str, window: Window) -> WindowWrite:
         return WindowWrite(self, source, run_id, window)
 
-    def read_normalised(self, source: str | None = None, window: Window | None = None,
-                        columns: Sequence[str] | None = None) -> pa.Table:
+    def read_normalised(self, source: str | None = None,
+                        window: Window | None = None) -> pa.Table:
         """The normalised zone as one table (with the partition columns).
 
-        Optionally one source, only the rows of one window (reading only the date partitions
-        the window can touch), and only some ``columns`` (the window's time key is read for
-        the filter all the same).
+        Optionally one source, and only the rows of one window (reading only the date
+        partitions the window can touch).
         """
         schema = contracts.normalised_statement().arrow_schema()
         if not self.normalised.is_dir():
@@ -175,14 +174,8 @@ class Zones:
             if window.until is not None:
                 before = ds.field("date") <= window.until.date().isoformat()
                 flt = before if flt is None else flt & before
-        cols = None
-        if columns is not None:
-            cols = list(dict.fromkeys([*columns, *(("stored", "timestamp") if window else ())]))
-        table = dataset.to_table(columns=cols, filter=flt)
-        if window is None:
-            return table
-        inside = in_window(table, window)
-        return table if pc.all(inside).as_py() is not False else table.filter(inside)
+        table = dataset.to_table(filter=flt)
+        return table.filter(in_window(table, window)) if window is not None else table
 
     def count_normalised(self, source: str) -> int:
         total = 0

@@ -357,21 +357,40 @@ def _utc(dt: datetime, name: str) -> datetime:
     return dt.astimezone(UTC)
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hexed(raw: np.ndarray) -> np.ndarray:
+    """(n, k) uint8 -> (n, 2k) uint8: each byte's two lowercase hex digits."""
+    out = np.empty((raw.shape[0], 2 * raw.shape[1]), np.uint8)
+    out[:, 0::2] = _HEX_DIGITS[raw >> 4]
+    out[:, 1::2] = _HEX_DIGITS[raw & 0x0F]
+    return out
+
+
+def _fixed_width_strings(chars: np.ndarray) -> pa.Array:
+    """(n, w) uint8 of ASCII -> n strings of w characters, without a Python string each."""
+    n, w = chars.shape
+    offsets = np.arange(0, w * n + 1, w, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets),
+                                       pa.py_buffer(np.ascontiguousarray(chars).tobytes()))
+
+
+def hex_strings(digests: bytes | bytearray) -> pa.Array:
+    """32-byte digests, back to back, as an Arrow string array of their hex texts."""
+    return _fixed_width_strings(_hexed(np.frombuffer(digests, np.uint8).reshape(-1, 32)))
+
+
 def _hex_uuid_strings(digests: np.ndarray) -> pa.Array:
     """(n, 16) uint8 UUID bytes -> their canonical 36-character strings, vectorised."""
-    n = digests.shape[0]
-    lut = np.frombuffer(b"0123456789abcdef", np.uint8)
-    hexed = np.empty((n, 32), np.uint8)
-    hexed[:, 0::2] = lut[digests >> 4]
-    hexed[:, 1::2] = lut[digests & 0x0F]
-    out = np.full((n, 36), ord("-"), np.uint8)
+    hexed = _hexed(digests)
+    out = np.full((digests.shape[0], 36), ord("-"), np.uint8)
     out[:, 0:8] = hexed[:, 0:8]
     out[:, 9:13] = hexed[:, 8:12]
     out[:, 14:18] = hexed[:, 12:16]
     out[:, 19:23] = hexed[:, 16:20]
     out[:, 24:36] = hexed[:, 20:32]
-    offsets = np.arange(0, 36 * n + 1, 36, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out.tobytes()))
+    return _fixed_width_strings(out)
 
 
 def record_ids(sources: pa.Array | str, statement_ids: pa.Array) -> pa.Array:

@@ -91,6 +91,7 @@ from pipelines.verify.rules import (
     _binary_views,
     cmi5_flags,
     duplicate_flags,
+    hex_strings,
     raw_texts,
     verify,
 )
@@ -219,7 +220,7 @@ class WindowRaw(RawStatements):
                         self._problems[h.hexdigest()] = verdict.problems
                     if verdict.tolerated:
                         self._tolerated[h.hexdigest()] = verdict.tolerated
-            shas.append(_hex_strings(digests))
+            shas.append(hex_strings(digests))
             parts.append(np.full(len(raw), k, np.int32))
             rows.append(at.to_numpy())
             del t, raw
@@ -293,21 +294,6 @@ class WindowRaw(RawStatements):
         if sha not in self._views:
             self.prefetch([sha])
         return self._views.get(sha)
-
-
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-
-
-def _hex_strings(digests: bytes | bytearray) -> pa.Array:
-    """32-byte digests, back to back, as an Arrow string array of their hex texts."""
-    raw = np.frombuffer(digests, np.uint8)
-    n = len(raw) // 32
-    text = np.empty(2 * len(raw), np.uint8)
-    text[0::2] = _HEX[raw >> 4]
-    text[1::2] = _HEX[raw & 15]
-    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(text)])
 
 
 def _raw_files(root: Zones, source: str, window: Window) -> list[Path]:
@@ -663,6 +649,8 @@ def _normalised_pieces(zones: Zones, source: str, window: Window,
     for day in zones.partition_dates(source):
         if not lo <= day <= hi:
             continue
+        # ParquetFile rather than a dataset with the contract's schema (as the partition merge
+        # reads an older file): the dataset scanner peaked ~60 MiB higher at 1,000,000 rows
         f = pq.ParquetFile(zones.partition_file(source, day))
         present = [c for c in want if c in f.schema_arrow.names]
         for b in f.iter_batches(batch_size=min(rows, 16_384), columns=present):
