@@ -171,6 +171,39 @@ def test_timestamps_left_to_the_full_validator(value: str) -> None:
     assert assert_sound(raw) is False
 
 
+def _with(path: str, value: Any) -> bytes:
+    """The base statement with ``value`` set at ``path`` (dotted)."""
+    s = orjson.loads(BASE % b"")
+    *parents, key = path.split(".")
+    node = s
+    for p in parents:
+        node = node.setdefault(p, {})
+    if path == "actor.mbox_sha1sum":
+        del s["actor"]["mbox"]
+    node[key] = value
+    return orjson.dumps(s)
+
+
+@pytest.mark.parametrize(("path", "good", "bad"), [
+    ("actor.mbox", "mailto:learner@kaznu.kz", "mailto:learner at kaznu.kz"),
+    ("actor.mbox_sha1sum", "a" * 40, "g" * 40),
+    ("context.registration", "6f1c2b1e-2c3d-4e5f-8a9b-0c1d2e3f4a5b",
+     "6f1c2b1e-2c3d-4e5f-8a9b-0c1d2e3f4a5"),
+    ("result.duration", "PT1H30M", "PT1H30"),
+    ("version", "1.0.3", "1.0.03"),
+])
+def test_remembered_formats_are_checked_per_kind(path: str, good: str, bad: str) -> None:
+    """Mboxes, registrations, durations and the version repeat, so the fast path remembers
+    the ones found good: a good one is accepted again and again, a bad one never, and a string
+    found good as one kind (an IRI) is not taken as good for another (an mbox)."""
+    for _ in range(2):
+        assert assert_sound(_with(path, good))
+        assert assert_sound(_with(path, bad)) is False
+    iri = "urn:kaznu:learner"
+    assert assert_sound(_with("object.id", iri))
+    assert assert_sound(_with(path, iri)) is False
+
+
 def test_tolerance_profiles_and_version_errors_still_apply() -> None:
     raw = BASE % b""
     with pytest.raises(ValueError, match="unknown tolerance profile"):

@@ -204,26 +204,28 @@ class WindowRaw(RawStatements):
         rows: list[np.ndarray] = []
         for k, f in enumerate(files):
             t = pq.read_table(f, columns=["raw", "status"])
-            at = pc.indices_nonzero(pc.equal(t["status"], "normalised"))
-            raw = t["raw"].take(at) if len(at) < t.num_rows else t["raw"]
+            at = pc.indices_nonzero(pc.equal(t["status"], "normalised")).to_numpy()
+            # views of the bodies where they lie (taking the normalised rows would copy them)
+            views = [v for chunk in t["raw"].chunks for v in _binary_views(chunk)]
+            if len(at) < len(views):
+                views = [views[j] for j in at.tolist()]
             # digests go straight into one buffer (no str a body: a million of those
             # fragment the heap for the rest of the run); hex text only where there are problems
-            digests = bytearray(32 * len(raw))
+            digests = bytearray(32 * len(views))
             i = 0
-            for chunk in raw.chunks:
-                for v in _binary_views(chunk):
-                    h = hashlib.sha256(v)
-                    digests[i:i + 32] = h.digest()
-                    i += 32
-                    verdict = validate_detailed_bytes(v, version, self.tolerate)  # type: ignore[arg-type]
-                    if verdict.problems:
-                        self._problems[h.hexdigest()] = verdict.problems
-                    if verdict.tolerated:
-                        self._tolerated[h.hexdigest()] = verdict.tolerated
+            for v in views:
+                h = hashlib.sha256(v)
+                digests[i:i + 32] = h.digest()
+                i += 32
+                verdict = validate_detailed_bytes(v, version, self.tolerate)  # type: ignore[arg-type]
+                if verdict.problems:
+                    self._problems[h.hexdigest()] = verdict.problems
+                if verdict.tolerated:
+                    self._tolerated[h.hexdigest()] = verdict.tolerated
             shas.append(hex_strings(digests))
-            parts.append(np.full(len(raw), k, np.int32))
-            rows.append(at.to_numpy())
-            del t, raw
+            parts.append(np.full(len(views), k, np.int32))
+            rows.append(at)
+            del t, views
         self._digests = pa.concat_arrays(shas) if shas else pa.array([], pa.string())
         self._part = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         self._row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
@@ -601,11 +603,16 @@ class StagedRows:
         if len(at) == 0:
             return t
         i = t.column_names.index("warnings")
-        warnings = t["warnings"].to_pylist()
-        ids = t["record_id"].to_pylist()
-        for r in at:
-            warnings[r] = self.patch[ids[r]] + (warnings[r] or [])
-        return t.set_column(i, t.schema.field(i), pa.array(warnings, t.schema.field(i).type))
+        field_ = t.schema.field(i)
+        rows = pa.array(at, pa.int64())
+        # only the hit rows go through Python; the others are taken as they are
+        patched = [self.patch[rid] + (w or []) for rid, w in zip(
+            t["record_id"].take(rows).to_pylist(), t["warnings"].take(rows).to_pylist(),
+            strict=True)]
+        where = np.arange(t.num_rows, dtype=np.int64)
+        where[at] = t.num_rows + np.arange(len(at), dtype=np.int64)
+        column = pa.concat_arrays([*t["warnings"].chunks, pa.array(patched, field_.type)])
+        return t.set_column(i, field_, column.take(pa.array(where)))
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

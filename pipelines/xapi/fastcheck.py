@@ -5,9 +5,10 @@ the statements LMSs send every day (an Agent actor, a verb, an Activity object w
 definition, result, context and timestamps) and answers True only when the statement is
 certainly valid: every check the full validator (:mod:`pipelines.xapi.validate`) would make is
 made here too, most of them inside msgspec's C decoder (unknown properties and nulls are decode
-errors; IRIs, UUIDs, timestamps, durations, language tags and mboxes are regex constraints on the
-string types), the rest (one identifier per Agent, the score's order, the interaction component
-rules) in a few lines of Python on the decoded structs.
+errors; statement ids and timestamps are regex constraints on the string types), the rest in a
+few lines of Python on the decoded structs: the formats that repeat from statement to statement
+(IRIs, language tags, mboxes, registrations, durations, the version) against the strings already
+found good, one identifier per Agent, the score's order, the interaction component rules.
 
 False means only "not certainly valid": the caller then runs the full validator, which gives the
 verdict with its reason codes and JSON paths. Everything outside the common shape answers False
@@ -29,6 +30,8 @@ same values the validator compares.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -46,18 +49,21 @@ def _anchored(pattern: str, flags: str = "") -> str:
     return f"(?{flags})^(?:{pattern})\\Z" if flags else f"^(?:{pattern})\\Z"
 
 
-# IRIs and language tags repeat from statement to statement (verbs, activities, extension
-# keys): they are plain strings in the structs and checked after decoding against a set of those
-# already found good (a regex per occurrence would cost more than the whole decode).
+# Strings that repeat from statement to statement (IRIs and language tags of verbs, activities
+# and extension keys; the learners' mboxes, registrations, durations, the version) are plain
+# strings in the structs and checked after decoding against a set of those already found good,
+# with the validator's own compiled pattern: a regex per occurrence would cost more than the
+# whole decode.
 _IRI = str
 _LANGTAG = str
-# The other formats are mostly unique per statement: the validator's own patterns (same regex,
-# same flags), anchored, checked by msgspec while decoding.
+_MBOX = str
+_SHA1 = str
+_DURATION = str
+_VERSION = str
+_REGISTRATION = str
+# Statement ids are unique per statement: the validator's own pattern (same regex), anchored,
+# checked by msgspec while decoding.
 _UUID = Annotated[str, Meta(pattern=_anchored(_v._UUID_RE.pattern))]
-_MBOX = Annotated[str, Meta(pattern=_anchored(_v._MBOX_RE.pattern, "a"))]
-_SHA1 = Annotated[str, Meta(pattern=_anchored(_v._SHA1_RE.pattern))]
-_DURATION = Annotated[str, Meta(pattern=_anchored(_v._DURATION_RE.pattern, "a"))]
-_VERSION = Annotated[str, Meta(pattern=_anchored(_v._VERSION_RE.pattern, "a"))]
 
 # A narrower timestamp than the validator's: extended format, a valid calendar date other than
 # 29 February (every month's days spelled out), hours 00-23, minutes 00-59, seconds 00-60, and
@@ -159,7 +165,7 @@ class _StatementRef(Struct, **_STRICT):
 
 
 class _Context(Struct, **_STRICT):
-    registration: _UUID | UnsetType = UNSET
+    registration: _REGISTRATION | UnsetType = UNSET
     instructor: _Agent | UnsetType = UNSET
     contextActivities: _ContextActivities | UnsetType = UNSET
     revision: str | UnsetType = UNSET  # the object is always an Activity here
@@ -223,6 +229,38 @@ _good_iris: set[str] = set()
 _good_tags: set[str] = set()
 
 
+def _fullmatch(pattern: re.Pattern[str], length: int = 0) -> Callable[[str], bool]:
+    """The validator's check of a format: ``pattern`` matches the whole string (and the string
+    has ``length`` characters, when given)."""
+    full = pattern.fullmatch
+    if length:
+        return lambda value: len(value) == length and full(value) is not None
+    return lambda value: full(value) is not None
+
+
+_is_mbox = _fullmatch(_v._MBOX_RE)
+_is_sha1 = _fullmatch(_v._SHA1_RE)
+_is_duration = _fullmatch(_v._DURATION_RE)
+_is_version = _fullmatch(_v._VERSION_RE)
+_is_uuid = _fullmatch(_v._UUID_RE, 36)
+_good_mboxes: set[str] = set()
+_good_sha1s: set[str] = set()
+_good_durations: set[str] = set()
+_good_versions: set[str] = set()
+_good_registrations: set[str] = set()
+
+
+def _known(value: str, good: set[str], check: Callable[[str], bool]) -> bool:
+    """``value`` passes ``check`` (remembered in ``good``, up to a bound)."""
+    if value in good:
+        return True
+    if not check(value):
+        return False
+    if len(good) < _MAX_KNOWN:
+        good.add(value)
+    return True
+
+
 def _all_good(found: list[str], good: set[str], check: Any) -> bool:
     """Every string of ``found`` passes ``check`` (remembered in ``good``, up to a bound)."""
     if good.issuperset(found):
@@ -271,8 +309,12 @@ def _agent(a: _Agent, iris: list[str]) -> bool:
     """Exactly one identifier; the IRIs collected."""
     n = 0
     if a.mbox is not UNSET:
+        if not _known(a.mbox, _good_mboxes, _is_mbox):
+            return False
         n += 1
     if a.mbox_sha1sum is not UNSET:
+        if not _known(a.mbox_sha1sum, _good_sha1s, _is_sha1):
+            return False
         n += 1
     if a.openid is not UNSET:
         n += 1
@@ -288,6 +330,8 @@ def accepts(raw: bytes | bytearray | memoryview | str) -> bool:
     try:
         st = _decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    if st.version is not UNSET and not _known(st.version, _good_versions, _is_version):
         return False
     iris: list[str] = []
     tags: list[str] = []
@@ -309,8 +353,13 @@ def accepts(raw: bytes | bytearray | memoryview | str) -> bool:
             return False
         if r.extensions is not UNSET:
             iris.extend(r.extensions)
+        if r.duration is not UNSET and not _known(r.duration, _good_durations, _is_duration):
+            return False
     c = st.context
     if c is not UNSET:
+        if c.registration is not UNSET and not _known(c.registration, _good_registrations,
+                                                      _is_uuid):
+            return False
         if c.instructor is not UNSET and not _agent(c.instructor, iris):
             return False
         if c.language is not UNSET:
