@@ -269,7 +269,7 @@ class Settings:
     storage_root: Path
     state_url: str
     batch_statements: int
-    workers: int  # [storage] workers: 0 = chosen per source (workers_for)
+    workers: int  # [storage] workers: 0 = chosen (workers_for, verify_workers)
     sources: tuple[SourceSettings, ...]
     roster: Path | None = None  # [reference] roster: verification runs when both are set
     catalogue: Path | None = None
@@ -305,6 +305,11 @@ class Settings:
         if self.workers:
             return self.workers
         return 1 if source.kind == "xapi-lrs" else min(os.cpu_count() or 1, 8)
+
+    def verify_workers(self) -> int:
+        """Processes that judge a window's raw bodies in verification: ``workers`` when set,
+        else one per CPU (at most 8), whatever the source (no source is read then)."""
+        return self.workers or min(os.cpu_count() or 1, 8)
 
     def source(self, name: str) -> SourceSettings:
         for s in self.sources:

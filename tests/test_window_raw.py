@@ -84,6 +84,29 @@ def test_window_raw_equals_the_whole_raw_table(ingested: config.Settings) -> Non
     assert streamed.columns_at(np.zeros(0, np.int64), cols).num_rows == 0
 
 
+def test_parts_judged_in_worker_processes_give_the_same(
+        ingested: config.Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above PARALLEL_JUDGE_BYTES the parts are judged in worker processes: same digests,
+    places, problems and tolerated problems as judging them here, in the same order."""
+    import pipelines.verify.stage as stage
+
+    files = _raw_files(Zones(ingested.storage_root), "dump", Window(None, None))
+    here = WindowRaw(files, "2.0.0", {"openedx"}, workers=1)
+    monkeypatch.setattr(stage, "PARALLEL_JUDGE_BYTES", 0)
+
+    def not_here(*_: object) -> None:
+        raise AssertionError("a part was judged in the test's own process")
+
+    monkeypatch.setattr(stage, "validate_detailed_bytes", not_here)  # the workers import theirs
+    pooled = WindowRaw(files, "2.0.0", {"openedx"}, workers=2)
+    assert pooled.order_array().equals(here.order_array())
+    assert (pooled._part == here._part).all() and (pooled._row == here._row).all()
+    assert pooled._problems == here._problems and pooled._problems
+    assert pooled._tolerated == here._tolerated
+    assert pooled.verdicts(here.order[:200], "2.0.0", {"openedx"}) == here.verdicts(
+        here.order[:200], "2.0.0", {"openedx"})
+
+
 def test_window_raw_refuses_unknown_bodies_and_other_rules(ingested: config.Settings) -> None:
     zones = Zones(ingested.storage_root)
     streamed = WindowRaw(_raw_files(zones, "dump", Window(None, None)), "1.0.3", ())

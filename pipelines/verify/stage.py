@@ -180,6 +180,65 @@ def storage_date(table: pa.Table) -> pa.Table:
     return table.set_column(i, table.schema.field(i), day)
 
 
+#: raw parts (compressed bytes) from which a window's bodies are judged in worker processes:
+#: 12 MiB hold about 100,000 typical statements, some two seconds of judging a core
+PARALLEL_JUDGE_BYTES = 12 * 2**20
+
+_Judged = tuple[bytes | bytearray, np.ndarray, dict[str, list[Problem]], dict[str, list[Problem]]]
+
+
+def _judge_part(path: Path, version: str, tolerate: frozenset[str]) -> _Judged:
+    """One raw part's normalised bodies: their SHA-256 digests (32 bytes each, in one buffer),
+    their rows in the part, and the problems (and tolerated ones) the xAPI validator finds, by
+    hex digest. A pure function of the file, so parts can be judged in worker processes."""
+    t = pq.read_table(path, columns=["raw", "status"])
+    at = pc.indices_nonzero(pc.equal(t["status"], "normalised")).to_numpy()
+    # views of the bodies where they lie (taking the normalised rows would copy them)
+    views = [v for chunk in t["raw"].chunks for v in _binary_views(chunk)]
+    if len(at) < len(views):
+        views = [views[j] for j in at.tolist()]
+    # digests go straight into one buffer (no str a body: a million of those fragment the
+    # heap for the rest of the run); hex text only where there are problems
+    digests = bytearray(32 * len(views))
+    problems: dict[str, list[Problem]] = {}
+    tolerated: dict[str, list[Problem]] = {}
+    i = 0
+    for v in views:
+        h = hashlib.sha256(v)
+        digests[i:i + 32] = h.digest()
+        i += 32
+        verdict = validate_detailed_bytes(v, version, tolerate)  # type: ignore[arg-type]
+        if verdict.problems:
+            problems[h.hexdigest()] = verdict.problems
+        if verdict.tolerated:
+            tolerated[h.hexdigest()] = verdict.tolerated
+    return digests, at, problems, tolerated
+
+
+def _judged_parts(files: list[Path], version: str, tolerate: frozenset[str],
+                  workers: int) -> Iterator[_Judged]:
+    """:func:`_judge_part` of every file, in order: in ``workers`` processes when there are
+    several parts holding at least :data:`PARALLEL_JUDGE_BYTES` (judging is pure-Python CPU
+    work; below that, starting the processes costs more than they save), else here."""
+    if workers <= 1 or len(files) < 2 or sum(
+            f.stat().st_size for f in files) < PARALLEL_JUDGE_BYTES:
+        for f in files:
+            yield _judge_part(f, version, tolerate)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipelines.ingest import _watch_parent
+
+    ctx = multiprocessing.get_context("forkserver")  # never a fork of this threaded process
+    ctx.set_forkserver_preload(["pipelines.verify.stage"])
+    with ProcessPoolExecutor(min(workers, len(files)), mp_context=ctx,
+                             initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
+        n = len(files)
+        yield from pool.map(_judge_part, files, [version] * n, [tolerate] * n)
+
+
 class WindowRaw(RawStatements):
     """The window's raw statements (those that were normalised), streamed from the raw zone a
     part file at a time: each body is judged by the xAPI validator as it streams by, and only
@@ -187,10 +246,12 @@ class WindowRaw(RawStatements):
     for the bodies asked for (quarantined rows, bodies the normalised zone did not keep).
 
     So verification never holds the window's raw bytes at once (1.7 GB for 1,000,000 typical
-    statements) and never copies them.
+    statements) and never copies them. With ``workers`` > 1 the parts are judged in that many
+    processes.
     """
 
-    def __init__(self, files: list[Path], version: str, tolerate: Collection[str]) -> None:
+    def __init__(self, files: list[Path], version: str, tolerate: Collection[str],
+                 workers: int = 1) -> None:
         self._dict = None
         self._views: dict[str, memoryview] = {}
         self.files = files
@@ -202,30 +263,13 @@ class WindowRaw(RawStatements):
         shas: list[pa.Array] = []
         parts: list[np.ndarray] = []
         rows: list[np.ndarray] = []
-        for k, f in enumerate(files):
-            t = pq.read_table(f, columns=["raw", "status"])
-            at = pc.indices_nonzero(pc.equal(t["status"], "normalised")).to_numpy()
-            # views of the bodies where they lie (taking the normalised rows would copy them)
-            views = [v for chunk in t["raw"].chunks for v in _binary_views(chunk)]
-            if len(at) < len(views):
-                views = [views[j] for j in at.tolist()]
-            # digests go straight into one buffer (no str a body: a million of those
-            # fragment the heap for the rest of the run); hex text only where there are problems
-            digests = bytearray(32 * len(views))
-            i = 0
-            for v in views:
-                h = hashlib.sha256(v)
-                digests[i:i + 32] = h.digest()
-                i += 32
-                verdict = validate_detailed_bytes(v, version, self.tolerate)  # type: ignore[arg-type]
-                if verdict.problems:
-                    self._problems[h.hexdigest()] = verdict.problems
-                if verdict.tolerated:
-                    self._tolerated[h.hexdigest()] = verdict.tolerated
+        for k, (digests, at, problems, tolerated) in enumerate(
+                _judged_parts(files, version, self.tolerate, workers)):
+            self._problems.update(problems)
+            self._tolerated.update(tolerated)
             shas.append(hex_strings(digests))
-            parts.append(np.full(len(views), k, np.int32))
+            parts.append(np.full(len(at), k, np.int32))
             rows.append(at)
-            del t, views
         self._digests = pa.concat_arrays(shas) if shas else pa.array([], pa.string())
         self._part = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         self._row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
@@ -698,7 +742,8 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
     fz = FootprintZones(settings.storage_root)
     keys = pa.concat_tables(list(_normalised_pieces(zones, source, window, _KEY_COLUMNS)) or
                             [_NORM_SCHEMA.empty_table().select(_KEY_COLUMNS)]).combine_chunks()
-    raws = WindowRaw(_raw_files(zones, source, window), s.xapi_version, s.tolerate)
+    raws = WindowRaw(_raw_files(zones, source, window), s.xapi_version, s.tolerate,
+                     settings.verify_workers())
     piece_schema = pa.schema([_NORM_SCHEMA.field(c) for c in (*NORMALISED_COLUMNS, "date")])
     dropped = _dropped_bodies(source, keys["raw_sha256"], raws, piece_schema)
     report.recovered = dropped.num_rows
