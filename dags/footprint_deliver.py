@@ -19,7 +19,8 @@ repaired within a day.
 
 Needs `[institution] code`, `[authority] endpoint` and `[reference]` in `footprint.toml`.
 A run that would delete more than half of the records the authority holds is refused, as in
-the CLI: check the footprint, then run `footprint deliver --allow-mass-delete` once.
+the CLI: check the footprint, then trigger this DAG once with the param `allow_mass_delete`
+set to true (or run `footprint deliver --allow-mass-delete`). Scheduled runs never set it.
 Credentials: `[authority] connection = "<conn_id>"` (looked up with `Connection.get`), or
 `FOOTPRINT_AUTHORITY_USERNAME`/`_PASSWORD` (or `_TOKEN`), which win when set.
 Retries: 3, exponential backoff from 1 minute; a final failure logs and notifies (`[alerts]`).
@@ -30,7 +31,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, Connection, CronTriggerTimetable, dag, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    Connection,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 
 from pipelines import orchestrate as fp  # stdlib only at import; stages load inside the tasks
 
@@ -48,6 +58,10 @@ AUTHORITY_COPY = Asset(*fp.AUTHORITY_ASSET, group="footprint")
     catchup=False,
     max_active_runs=1,
     default_args=fp.task_defaults(),
+    params={"allow_mass_delete": Param(
+        False, type="boolean",
+        description="Deliver even when that deletes more than half of the records the "
+                    "authority holds (after checking the footprint; a manual run only)")},
     tags=["footprint", "deliver", "authority"],
     doc_md=__doc__,
     description="verified footprint -> the authority: on every footprint update, and daily",
@@ -59,7 +73,9 @@ def footprint_deliver() -> None:
 
     @task(multiple_outputs=False)
     def deliver(planned: dict[str, Any]) -> dict[str, Any]:
-        return fp.deliver(None, fp.fetch_connections(None, "authority", Connection.get))
+        ctx: Any = get_current_context()
+        return fp.deliver(None, fp.fetch_connections(None, "authority", Connection.get),
+                          allow_mass_delete=bool(ctx["params"]["allow_mass_delete"]))
 
     @task(multiple_outputs=False, outlets=[AUTHORITY_COPY])
     def reconcile(delivered: dict[str, Any]) -> dict[str, Any]:

@@ -278,18 +278,20 @@ def plan_delivery(config: ConfigPath = None) -> dict[str, Any]:
 
 
 def deliver(config: ConfigPath = None,
-            connections: Mapping[str, str] | None = None) -> dict[str, Any]:
+            connections: Mapping[str, str] | None = None,
+            allow_mass_delete: bool = False) -> dict[str, Any]:
     """Send what changed to the authority and read it back (``pipelines.deliver.stage``).
 
-    Raises when the run stops (the authority unreachable: DeliveryError) or leaves records
-    failed (OrchestrationError): a retry resumes from the ledger.
+    Raises when the run stops (the authority unreachable, or a mass delete not allowed:
+    DeliveryError) or leaves records failed (OrchestrationError): a retry resumes from the
+    ledger. ``allow_mass_delete`` is the CLI's ``--allow-mass-delete``.
     """
     from pipelines import connections as conns
     from pipelines.deliver.stage import deliver as run_delivery
 
     settings = _load(config)
     with conns.exported(connections):
-        report = run_delivery(settings)
+        report = run_delivery(settings, allow_mass_delete=allow_mass_delete)
     out = {k: v for k, v in report.as_dict().items() if k != "phases"}
     if report.failed:
         raise OrchestrationError(

@@ -295,7 +295,8 @@ class _Run:
             f"refusing to delete {len(gone):,} of the {live:,} records the authority holds "
             f"(the verified footprint gives {built:,} records now): is the storage root right? "
             f"New and changed records were sent; if the deletions are meant, run footprint "
-            f"deliver --allow-mass-delete", self.report)
+            f"deliver --allow-mass-delete (in Airflow: trigger footprint_deliver with the "
+            f"param allow_mass_delete = true)", self.report)
 
     # -- saving -----------------------------------------------------------------------------------
     def _updated_at(self, rid: str) -> str:

@@ -2,7 +2,8 @@
 
 - footprint_ingest then footprint_deliver with ``dag.test()`` (credentials from Airflow
   connections): the receiver holds exactly the records the footprint gives and reconcile finds
-  no drift;
+  no drift; a storage root gone empty is refused as a mass delete until a run is triggered with
+  the param ``allow_mass_delete``;
 - three hourly runs (the intervals Airflow's timetable computes) and one ``footprint backfill``
   over the same three hours give the same verified footprint, row by row, and the same authority
   state; ``airflow backfill create --dry-run`` lists the same intervals;
@@ -202,6 +203,22 @@ def test_ingest_then_deliver_with_dag_test_against_the_lrs_and_the_receiver(
     # the CLI's path resolves the same connection from AIRFLOW_CONN_FP_AUTHORITY
     assert reconcile(config.load(cfg)).drifted == 0
     assert asset_events(orchestrate.AUTHORITY_ASSET[1])
+
+    # a storage root gone empty (a failed mount, say) would delete every record: refused,
+    # until a run is triggered with the param allow_mass_delete
+    assert len(held) > 20  # more than the guard's floor
+    wrong = tmp_path / "cfg" / "footprint-empty-root.toml"
+    wrong.write_text(cfg.read_text(encoding="utf-8").replace(
+        'root = "data"', 'root = "empty-root"'), encoding="utf-8")
+    (tmp_path / "cfg" / "empty-root").mkdir()
+    monkeypatch.setenv("FOOTPRINT_CONFIG", str(wrong))
+    dr = airflow_here.run("footprint_deliver", "deliver (mass delete refused)")
+    assert str(dr.state) == "failed" and states(dr)["deliver"] == "failed", states(dr)
+    assert oracle.live(oracle.receiver_records(receiver.endpoint, (BIN, RX_PASSWORD))) == held
+    dr = airflow_here.run("footprint_deliver", "deliver (mass delete allowed)",
+                          run_conf={"allow_mass_delete": True})
+    assert str(dr.state) == "success", states(dr)
+    assert oracle.live(oracle.receiver_records(receiver.endpoint, (BIN, RX_PASSWORD))) == {}
 
 
 # -- 2. three scheduled hours == one backfill ------------------------------------------------------
