@@ -263,6 +263,15 @@ class AlertSettings:
     timeout: float = 10.0
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a task's limit), not
+    every CPU of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path | None
@@ -304,12 +313,12 @@ class Settings:
         reading process (workers would only take CPU from an LRS on the same machine)."""
         if self.workers:
             return self.workers
-        return 1 if source.kind == "xapi-lrs" else min(os.cpu_count() or 1, 8)
+        return 1 if source.kind == "xapi-lrs" else min(usable_cpus(), 8)
 
     def verify_workers(self) -> int:
         """Processes that judge a window's raw bodies in verification: ``workers`` when set,
         else one per CPU (at most 8), whatever the source (no source is read then)."""
-        return self.workers or min(os.cpu_count() or 1, 8)
+        return self.workers or min(usable_cpus(), 8)
 
     def source(self, name: str) -> SourceSettings:
         for s in self.sources:
@@ -444,8 +453,8 @@ def loads(text: bytes | str, file: Path | None = None) -> Settings:
     if not root.is_absolute():
         root = (base / root).resolve()
     if raw.storage.workers < 0:
-        raise ConfigError(f"{where}: storage.workers: must be 0 (chosen per source) or a "
-                          f"count")
+        raise ConfigError(f"{where}: storage.workers: must be 0 (chosen: per source for "
+                          f"ingestion, per CPU for verification) or a count")
     if not 100 <= raw.storage.batch_statements <= 1_000_000:
         raise ConfigError(f"{where}: storage.batch_statements: must be between 100 and 1000000")
     ref = raw.reference

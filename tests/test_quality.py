@@ -515,3 +515,37 @@ def test_a_big_batch_checked_in_buckets_gives_what_one_run_gives(
         assert (ca.type, ca.kwargs) == (cb.type, cb.kwargs)
         assert (ra.success, ra.result) == (rb.success, rb.result), ra.expectation_config.type
     assert whole.gx_result.statistics == buckets.gx_result.statistics
+
+
+def test_a_run_that_fails_midway_leaves_nothing_behind_for_the_next_check(
+    gx: ModuleType, good_rows: list[dict[str, Any]], bad: QualityOutcome, suite: SuiteSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GX's context is kept for the runs of one check (one per column and bucket) and dropped
+    at its end; a run that fails between adding its suite and running it (here the validation
+    definition cannot be made) does not leave the suite behind to break the next check."""
+    rows = [dict(r) for r in good_rows[:500]]
+    rows[1]["record_id"] = rows[0]["record_id"]
+    rows[2]["iin"] = "95011230012A"
+    rows[3]["score_percent"] = 140.0
+    rows[4]["verb_id"] = "http://example.com/verbs/teleported"
+    rows[5]["duration_seconds"] = 90_000.0
+    table = as_table(rows)
+    assert quality._GX_RUNNER == []  # the earlier checks dropped theirs
+    real, calls = gx.ValidationDefinition, []
+
+    def fails_on_the_third(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("made to fail")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gx, "ValidationDefinition", fails_on_the_third)
+    with pytest.raises(RuntimeError, match="made to fail"):
+        check_batch(table, quarantined=0, read=500, previous_counts=[500] * 7, suite=suite)
+    assert quality._GX_RUNNER == []
+    again = check_batch(table, quarantined=0, read=500, previous_counts=[500] * 7, suite=suite)
+    assert len(calls) > 3 and quality._GX_RUNNER == []
+    assert (again.failed_critical, again.failed_warning) == (bad.failed_critical,
+                                                             bad.failed_warning)
+    assert again.results["checks"] == bad.results["checks"]

@@ -763,24 +763,27 @@ def check_batch(
     unusable: set[str] = set()
     runs: list[Any] = []
     ids: pd.DataFrame | None = None  # record_id by row, for the unexpected rows' record ids
-    for labels, cols in _groups(suite, every - missing):
-        # record_id (to name the unexpected rows) is loaded once, with the first group, and
-        # for table-level expectations (a frame needs a column to have rows)
-        extra = ["record_id"] if ids is None or not cols else []
-        wanted = [c for c in dict.fromkeys([*cols, *extra]) if c in source.column_names]
-        batch = source.load(wanted)
-        buckets = _buckets(suite, labels, batch)
-        df = _to_pandas(batch if buckets is None else batch.slice(0, 0), cols)
-        unusable |= {e.label for e in suite.expectations if e.label in labels
-                     and e.column is not None and e.column not in df.columns}
-        if labels - unusable:
-            run = labels - unusable
-            runs.append(_run_gx(suite, df, skip=every - run) if buckets is None else
-                        _run_gx_in_buckets(suite, batch, cols, every - run, buckets))
-        if ids is None and "record_id" in batch.column_names:
-            ids = df[["record_id"]] if len(df) == batch.num_rows else _to_pandas(
-                batch.select(["record_id"]), [])
-        del df, batch
+    try:
+        for labels, cols in _groups(suite, every - missing):
+            # record_id (to name the unexpected rows) is loaded once, with the first group, and
+            # for table-level expectations (a frame needs a column to have rows)
+            extra = ["record_id"] if ids is None or not cols else []
+            wanted = [c for c in dict.fromkeys([*cols, *extra]) if c in source.column_names]
+            batch = source.load(wanted)
+            buckets = _buckets(suite, labels, batch)
+            df = _to_pandas(batch if buckets is None else batch.slice(0, 0), cols)
+            unusable |= {e.label for e in suite.expectations if e.label in labels
+                         and e.column is not None and e.column not in df.columns}
+            if labels - unusable:
+                run = labels - unusable
+                runs.append(_run_gx(suite, df, skip=every - run) if buckets is None else
+                            _run_gx_in_buckets(suite, batch, cols, every - run, buckets))
+            if ids is None and "record_id" in batch.column_names:
+                ids = df[["record_id"]] if len(df) == batch.num_rows else _to_pandas(
+                    batch.select(["record_id"]), [])
+            del df, batch
+    finally:  # the kept GX context (its stored results, its cached frame) goes with the check
+        _drop_gx_runner()
 
     by_label: dict[str, Any] = {}
     gx_res = _merge_gx(runs, suite) if runs else None
@@ -926,14 +929,15 @@ def _no_fingerprint() -> None:
     engine.HASH_THRESHOLD = 0
 
 
-_GX_RUNNER: list[Any] = []  # (gx, context, batch definition): made once a process
-_GX_LOCK = threading.Lock()  # the kept context is made once and runs one check at a time
+_GX_RUNNER: list[Any] = []  # (gx, context, batch definition): kept for one check
+_GX_LOCK = threading.Lock()  # the kept context is made once and runs one GX run at a time
 
 
 def _gx_runner() -> tuple[Any, Any, Any]:
-    """An ephemeral context with the pandas batch definition, made on first use and kept: a
-    check runs GX once per column and bucket (about 60 times for 1,000,000 rows), and making a
-    context, its data source and asset costs more than most columns' checks."""
+    """An ephemeral context with the pandas batch definition, made on first use and kept for
+    the rest of a check (:func:`check_batch` drops it at its end): a check runs GX once per
+    column and bucket (about 60 times for 1,000,000 rows), and making a context, its data
+    source and asset costs more than most columns' checks."""
     if not _GX_RUNNER:
         import great_expectations as gx
 
@@ -949,25 +953,34 @@ def _gx_runner() -> tuple[Any, Any, Any]:
     return gx, ctx, batch_def
 
 
+def _drop_gx_runner() -> None:
+    with _GX_LOCK:
+        _GX_RUNNER.clear()
+
+
 def _run_gx(suite: SuiteSpec, df: pd.DataFrame, skip: set[str]) -> Any:
     name = f"{suite.name}-check"
     with _GX_LOCK:
         gx, ctx, batch_def = _gx_runner()
-        gx_suite = ctx.suites.add(_gx_suite(gx, suite, skip))
-        vd = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite)
-        )
         try:
-            return vd.run(
+            gx_suite = ctx.suites.add(_gx_suite(gx, suite, skip))
+            vd = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite)
+            )
+            res = vd.run(
                 batch_parameters={"dataframe": df},
                 result_format={
                     "result_format": "SUMMARY",
                     "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT,
                 },
             )
-        finally:  # the context is kept: leave it as it was found
+            # the next run adds the suite (another subset of it) again under its name
             ctx.validation_definitions.delete(name=name)
             ctx.suites.delete(name=suite.name)
+        except BaseException:
+            _GX_RUNNER.clear()  # whatever it holds now, the next run starts a new context
+            raise
+        return res
 
 
 # ------------------------------------------------------------------------------------------------
