@@ -5,7 +5,8 @@ bounded by a piece), with what spans pieces judged over the whole window: exact 
 duplicates, voids, the cmi5 order warnings. The same generated university (every kind of
 trouble) plus statements made to span pieces (a cmi5 ``completed`` twice weeks apart, a second
 body of an id stored another day, a void weeks after its target) is ingested twice, with one
-piece and with pieces of 7 rows; the reports, the verified zone and the quarantine must agree.
+piece and with pieces of 7 rows (the raw bodies judged in worker processes too); the reports,
+the verified zone and the quarantine must agree.
 """
 
 from __future__ import annotations
@@ -85,10 +86,10 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     return gen, raw + [orjson.dumps(x) for x in extra]
 
 
-def _run(tmp: Path, gen: Path, lines: list[bytes]) -> dict[str, Any]:
+def _run(tmp: Path, gen: Path, lines: list[bytes], storage: str = "workers = 1") -> dict[str, Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "dump.ndjson").write_bytes(b"\n".join(lines) + b"\n")
-    write_config(tmp, f'[storage]\nworkers = 1\n[reference]\nroster = "{gen / "roster.csv"}"\n'
+    write_config(tmp, f'[storage]\n{storage}\n[reference]\nroster = "{gen / "roster.csv"}"\n'
                       f'catalogue = "{gen / "catalogue.csv"}"\n'
                       '[[sources]]\nname = "dump"\nkind = "xapi-file"\npath = "dump.ndjson"\n')
     r = ingest_source(config.load(tmp / "footprint.toml"), "dump")
@@ -113,10 +114,21 @@ def test_pieces_agree_with_one_piece(tmp_path: Path, lines: tuple[Path, list[byt
             pieces.append(t.num_rows)
             yield t
 
+    # and the raw bodies judged in two worker processes (a raw part a file block, ~1 MiB)
+    judged: list[tuple[int, int]] = []
+    real_parts = stage._judged_parts
+
+    def parts(files: list[Path], *a: Any) -> Any:
+        judged.append((len(files), a[-1]))
+        yield from real_parts(files, *a)
+
     monkeypatch.setattr(stage, "PIECE_ROWS", 7)
     monkeypatch.setattr(stage, "_normalised_pieces", counted)
-    many = _run(tmp_path / "many", gen, body)
+    monkeypatch.setattr(stage, "PARALLEL_JUDGE_BYTES", 0)
+    monkeypatch.setattr(stage, "_judged_parts", parts)
+    many = _run(tmp_path / "many", gen, body, "workers = 2\nbatch_statements = 100")
     assert max(pieces) <= 7 and len(pieces) > 300  # two passes (keys, rules) of many pieces
+    assert len(judged) == 1 and judged[0][0] >= 2 and judged[0][1] == 2  # a pool, 2 parts+
 
     for k in ("read", "verified", "quarantined", "duplicates", "voiding", "published", "voided",
               "quarantined_by_reason", "warnings", "recovered", "pending_voids",
