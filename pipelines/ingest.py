@@ -286,6 +286,19 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="footprint-parent-watch", daemon=True).start()
 
 
+def worker_pool(workers: int, preload: str) -> Any:
+    """A ``ProcessPoolExecutor`` of ``workers`` processes from a fork server (never a fork of
+    this threaded process) that has imported ``preload``; each worker leaves as soon as this
+    process is gone."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([preload])  # taken only by a fork server not yet started
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_watch_parent,
+                               initargs=(os.getpid(),))
+
+
 class _Workers:
     """Worker processes for batches and partition merges, started with the first full batch.
 
@@ -306,13 +319,7 @@ class _Workers:
     def start(self) -> None:
         """Start the pool (when there will be more than one batch)."""
         if self.pool is None and self.workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["pipelines.ingest"])
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                            initializer=_watch_parent, initargs=(os.getpid(),))
+            self.pool = worker_pool(self.workers, "pipelines.ingest")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         if self.pool is None:

@@ -929,57 +929,51 @@ def _no_fingerprint() -> None:
     engine.HASH_THRESHOLD = 0
 
 
-_GX_RUNNER: list[Any] = []  # (gx, context, batch definition): kept for one check
-_GX_LOCK = threading.Lock()  # the kept context is made once and runs one GX run at a time
+_GX_LOCK = threading.Lock()  # one GX run at a time in the kept context
 
 
+@cache
 def _gx_runner() -> tuple[Any, Any, Any]:
-    """An ephemeral context with the pandas batch definition, made on first use and kept for
-    the rest of a check (:func:`check_batch` drops it at its end): a check runs GX once per
-    column and bucket (about 60 times for 1,000,000 rows), and making a context, its data
-    source and asset costs more than most columns' checks."""
-    if not _GX_RUNNER:
-        import great_expectations as gx
+    """(gx, an ephemeral context, its pandas batch definition), made on first use and kept for
+    the rest of a check (:func:`check_batch` drops it at its end, failed or not): a check runs
+    GX once per column and bucket (about 60 times for 1,000,000 rows), and making a context,
+    its data source and asset costs more than most columns' checks."""
+    import great_expectations as gx
 
-        _no_fingerprint()
-        ctx = _quiet_context(gx, mode="ephemeral")
-        batch_def = (
-            ctx.data_sources.add_pandas(DATASOURCE)
-            .add_dataframe_asset(ASSET)
-            .add_batch_definition_whole_dataframe(BATCH_DEF)
-        )
-        _GX_RUNNER.append((gx, ctx, batch_def))
-    gx, ctx, batch_def = _GX_RUNNER[0]
+    _no_fingerprint()
+    ctx = _quiet_context(gx, mode="ephemeral")
+    batch_def = (
+        ctx.data_sources.add_pandas(DATASOURCE)
+        .add_dataframe_asset(ASSET)
+        .add_batch_definition_whole_dataframe(BATCH_DEF)
+    )
     return gx, ctx, batch_def
 
 
 def _drop_gx_runner() -> None:
     with _GX_LOCK:
-        _GX_RUNNER.clear()
+        _gx_runner.cache_clear()
 
 
 def _run_gx(suite: SuiteSpec, df: pd.DataFrame, skip: set[str]) -> Any:
     name = f"{suite.name}-check"
     with _GX_LOCK:
         gx, ctx, batch_def = _gx_runner()
-        try:
-            gx_suite = ctx.suites.add(_gx_suite(gx, suite, skip))
-            vd = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite)
-            )
-            res = vd.run(
-                batch_parameters={"dataframe": df},
-                result_format={
-                    "result_format": "SUMMARY",
-                    "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT,
-                },
-            )
-            # the next run adds the suite (another subset of it) again under its name
-            ctx.validation_definitions.delete(name=name)
-            ctx.suites.delete(name=suite.name)
-        except BaseException:
-            _GX_RUNNER.clear()  # whatever it holds now, the next run starts a new context
-            raise
+        gx_suite = ctx.suites.add(_gx_suite(gx, suite, skip))
+        vd = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite)
+        )
+        res = vd.run(
+            batch_parameters={"dataframe": df},
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT,
+            },
+        )
+        # the next run adds the suite (another subset of it) again under its name; a run that
+        # fails leaves them, and check_batch drops the whole context
+        ctx.validation_definitions.delete(name=name)
+        ctx.suites.delete(name=suite.name)
         return res
 
 

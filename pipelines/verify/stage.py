@@ -225,16 +225,9 @@ def _judged_parts(files: list[Path], version: str, tolerate: frozenset[str],
         for f in files:
             yield _judge_part(f, version, tolerate)
         return
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from pipelines.ingest import worker_pool
 
-    from pipelines.ingest import _watch_parent
-
-    ctx = multiprocessing.get_context("forkserver")  # never a fork of this threaded process
-    ctx.set_forkserver_preload(["pipelines.verify.stage"])
-    with ProcessPoolExecutor(min(workers, len(files)), mp_context=ctx,
-                             initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
+    with worker_pool(min(workers, len(files)), "pipelines.verify.stage") as pool:
         n = len(files)
         yield from pool.map(_judge_part, files, [version] * n, [tolerate] * n)
 

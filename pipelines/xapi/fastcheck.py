@@ -261,17 +261,9 @@ def _known(value: str, good: set[str], check: Callable[[str], bool]) -> bool:
     return True
 
 
-def _all_good(found: list[str], good: set[str], check: Any) -> bool:
-    """Every string of ``found`` passes ``check`` (remembered in ``good``, up to a bound)."""
-    if good.issuperset(found):
-        return True
-    for value in found:
-        if value not in good:
-            if not check(value):
-                return False
-            if len(good) < _MAX_KNOWN:
-                good.add(value)
-    return True
+def _all_good(found: list[str], good: set[str], check: Callable[[str], bool]) -> bool:
+    """Every string of ``found`` passes ``check`` (each remembered as :func:`_known` does)."""
+    return good.issuperset(found) or all(_known(value, good, check) for value in found)
 
 
 def _definition(d: _Definition, iris: list[str], tags: list[str]) -> bool:
