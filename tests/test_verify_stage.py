@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -216,6 +218,83 @@ def test_replay_after_roster_fix_moves_records_once(
                                      str(tmp_path / "footprint.toml")])
     assert again.exit_code == 0 and json.loads(again.stdout)["replayed"] == 0
     assert len(verified_ids(tmp_path)) == before + fixed
+
+
+def test_a_mostly_quarantined_window_keeps_every_body_in_reading_order(
+    tmp_path: Path, university: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stale roster (one student left) quarantines nearly the whole window. The quarantine is
+    staged a piece at a time and its file written a raw part at a time (StagedQuarantine): it
+    must hold every quarantined statement once, its body exactly as received, in the order the
+    statements were read, whatever the pieces (date order) and the raw parts (reading order)."""
+    from pipelines.verify import quality, stage
+
+    lines = statements(university)[:400]
+    random.Random(5).shuffle(lines)  # read out of date order: pieces and raw parts differ
+    with (university / "roster.csv").open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("lms_account")
+    kept = next(r for r in rows[1:] if r[rows[0].index("status")] == "active")
+    roster = tmp_path / "roster-stale.csv"
+    with roster.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], kept])
+    doc = json.loads(quality.DEFAULT_SUITE_PATH.read_text(encoding="utf-8"))
+    doc["footprint_checks"]["max_quarantined_share"]["max_share"] = 1.0  # let it publish
+    (tmp_path / "suite.json").write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(quality, "_default_suite", lambda: quality.load_suite(
+        tmp_path / "suite.json"))
+    monkeypatch.setattr(stage, "PIECE_ROWS", 37)
+    dump = b"".join(orjson.dumps(x) + b"\n" for x in lines)
+    (tmp_path / "dump.ndjson").write_bytes(dump)
+    write_config(tmp_path, '[storage]\nworkers = 1\nbatch_statements = 100\n'
+                           f'[reference]\nroster = "{roster}"\n'
+                           f'catalogue = "{university / "catalogue.csv"}"\n'
+                           '[[sources]]\nname = "dump"\nkind = "xapi-file"\npath = "dump.ndjson"\n')
+    r = ingest_source(config.load(tmp_path / "footprint.toml"), "dump")
+    v = r.verification
+    assert v is not None and v["status"] == "succeeded", v
+    mine = {"account": kept[col], "mbox": "mailto:" + kept[rows[0].index("email")]}
+    theirs = [x for x in lines if x["actor"].get("account", {}).get("name") != mine["account"]
+              and x["actor"].get("mbox") != mine["mbox"]]
+    assert 300 < len(theirs) < len(lines)
+    assert v["quarantined"] == v["quarantined_by_reason"]["unknown-learner"] == len(theirs)
+
+    files = list((tmp_path / "data" / "quarantine").rglob("*.parquet"))
+    assert len(files) == 1
+    q = pq.read_table(files[0])
+    assert q.num_rows == len(theirs)
+    assert q["statement_id"].to_pylist() == [x["id"] for x in theirs]  # reading order
+    received = dump.splitlines()
+    assert [x.encode() for x in q["raw"].to_pylist()] == [
+        received[lines.index(x)] for x in theirs]
+    assert not list((tmp_path / "data" / "_staging").rglob("*.*"))  # staged files gone
+
+
+def test_first_quarantined_at_is_the_earliest_of_any_window() -> None:
+    from pipelines.verify import stage
+
+    def at(day: int) -> datetime:
+        return datetime(2026, 10, day, tzinfo=UTC)
+
+    typ = stage._QUARANTINE_SCHEMA.field("first_quarantined_at").type
+    old = pa.table({"statement_id": ["a", "a", "b", None],
+                    "raw_sha256": ["1", "1", "2", "3"],
+                    "first_quarantined_at": pa.array([at(5), at(3), at(9), at(1)], typ)})
+    new = pa.table({"statement_id": ["a", "b", "c", None, "b"],
+                    "raw_sha256": ["1", "9", "3", "3", "2"],
+                    "first_quarantined_at": pa.array([at(20)] * 5, typ)})
+    kept = stage._keep_first_quarantined(new, stage._first_quarantined(old))
+    assert kept["first_quarantined_at"].to_pylist() == [at(3), at(20), at(20), at(1), at(9)]
+    assert stage._keep_first_quarantined(new, stage._first_quarantined(old.slice(0, 0))) is new
+
+
+def test_quarantine_text_of_a_body_that_is_not_utf8() -> None:
+    from pipelines.verify import stage
+
+    bodies = pa.chunked_array([pa.array([b'{"a": "\xd0\x90"}', None], pa.binary()),
+                               pa.array([b'{"a": "\xff"}'], pa.binary())])
+    assert stage._texts(bodies, pa.string()).to_pylist() == [
+        '{"a": "\u0410"}', None, '{"a": "\ufffd"}']
 
 
 def test_bad_batch_fails_quality_and_publishes_nothing(tmp_path: Path, university: Path) -> None:

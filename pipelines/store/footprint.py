@@ -17,6 +17,9 @@ by :meth:`FootprintZones.clean_leftovers` on the next verification of the source
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from collections.abc import Collection
 from datetime import date
 from pathlib import Path
@@ -199,27 +202,37 @@ class FootprintZones:
         return sorted(p.name[7:] for p in self.quarantine.iterdir()
                       if p.name.startswith("source=") and p.is_dir())
 
-    def read_quarantine_window(self, source: str, label: str) -> pa.Table:
-        """One window's quarantine file, with the ``source`` column (the contract's order)."""
+    def read_quarantine_window(self, source: str, label: str,
+                               columns: list[str] | None = None) -> pa.Table:
+        """One window's quarantine file, with the ``source`` column (the contract's order), or
+        only ``columns`` of it (``raw``, most of a file's bytes, is then not read unless asked)."""
         f = self.quarantine_file(source, label)
         schema = QUARANTINE.arrow_schema()
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
         if not f.exists():
             return schema.empty_table()
-        t = pq.read_table(f, schema=self.quarantine_schema)
-        t = t.append_column("source", pa.repeat(pa.scalar(source, pa.string()), t.num_rows))
+        stored = [c for c in schema.names if c != "source"]
+        t = pq.read_table(f, schema=self.quarantine_schema, columns=stored)
+        if "source" in schema.names:
+            t = t.append_column("source", pa.repeat(pa.scalar(source, pa.string()), t.num_rows))
         return t.select(schema.names).cast(schema)
 
-    def read_quarantine(self, source: str | None = None) -> pa.Table:
-        """Every quarantined record (of a source), with ``source`` and ``window`` columns."""
+    def read_quarantine(self, source: str | None = None,
+                        columns: list[str] | None = None) -> pa.Table:
+        """Every quarantined record (of a source), with ``source`` and ``window`` columns (or
+        only ``columns``, and ``window``)."""
         tables = []
         for s in [source] if source else self.quarantine_sources():
             for label in self.quarantine_windows(s):
-                t = self.read_quarantine_window(s, label)
+                t = self.read_quarantine_window(s, label, columns)
                 tables.append(t.append_column(
                     "window", pa.repeat(pa.scalar(label, pa.string()), t.num_rows)))
         if not tables:
-            schema = QUARANTINE.arrow_schema().append(pa.field("window", pa.string()))
-            return schema.empty_table()
+            schema = QUARANTINE.arrow_schema()
+            if columns is not None:
+                schema = pa.schema([schema.field(c) for c in columns])
+            return schema.append(pa.field("window", pa.string())).empty_table()
         return pa.concat_tables(tables)
 
     def write_quarantine(self, source: str, label: str, table: pa.Table, run_id: str) -> None:
@@ -233,4 +246,34 @@ class FootprintZones:
             return
         t = table.select(self.quarantine_schema.names).cast(self.quarantine_schema)
         write_parquet_atomic(t, dest, run_id)
+        crashpoint("verify-quarantine-file")
+
+    def put_quarantine(self, source: str, label: str, written: Path | None) -> None:
+        """Replace one window's quarantine file with ``written``, a complete file of the
+        quarantine schema written and fsync'd elsewhere on the same file system (the
+        verification's staging), moved into place in one rename; ``None`` when nothing is
+        quarantined (the file is removed)."""
+        dest = self.quarantine_file(source, label)
+        if written is None:
+            if dest.exists():
+                dest.unlink()
+                _fsync_dir(dest.parent)
+                crashpoint("verify-quarantine-file")
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(written, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # the staging folder is on another file system (a mount point under the root):
+            # copy next to the file first, so that the replacement is still one rename
+            tmp = dest.parent / f".tmp-{written.parent.name}-{dest.name}"
+            with written.open("rb") as src, tmp.open("wb") as fh:
+                shutil.copyfileobj(src, fh, 2**20)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+            written.unlink()
+        _fsync_dir(dest.parent)
         crashpoint("verify-quarantine-file")

@@ -295,7 +295,7 @@ def merge_partition(dest: Path, day: str, pieces: list[tuple[Path, Batches]], wi
     tmp = dest.parent / f".tmp-{run_id}-{dest.name}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
-    with _RowGroups(tmp, schema) as w:
+    with RowGroups(tmp, schema) as w:
         if old is not None and window.since is not None:
             for t in _old_rows(old, window, new_ids, before=True):
                 w.add(t)
@@ -359,7 +359,7 @@ def _old_rows(old: ds.Dataset, window: Window, new_ids: pa.Array,
             yield t
 
 
-class _RowGroups:
+class RowGroups:
     """A Parquet file written a row group of ``STREAM_ROWS`` at a time, fsync'd on close."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
@@ -381,7 +381,7 @@ class _RowGroups:
             self.writer.write_table(pa.concat_tables(self.buf), row_group_size=STREAM_ROWS)
         self.buf, self.held = [], 0
 
-    def __enter__(self) -> _RowGroups:
+    def __enter__(self) -> RowGroups:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -73,6 +73,7 @@ from pipelines.store.state import StateStore
 from pipelines.store.zones import (
     RAW_SCHEMA,
     Batches,
+    RowGroups,
     Zones,
     in_window,
     read_staged,
@@ -92,7 +93,6 @@ from pipelines.verify.rules import (
     cmi5_flags,
     duplicate_flags,
     hex_strings,
-    raw_texts,
     verify,
 )
 from pipelines.verify.voiding import Void, VoidChange, apply_voids, voids_from_table
@@ -313,6 +313,17 @@ class WindowRaw(RawStatements):
             for (s, _), v in zip(items, views, strict=True):
                 self._views[s] = v
 
+    def where(self, shas: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """The raw part and the row in it of each body of ``shas`` (``ValueError`` when one is
+        not in the window's raw zone)."""
+        at = pc.index_in(shas, value_set=self._digests)
+        if at.null_count:
+            lost = shas.filter(pc.is_null(at)).to_pylist()
+            raise ValueError(f"no raw bytes for {len(lost)} statement bodies, e.g. "
+                             f"{', '.join(map(str, lost[:3]))}")
+        i = at.to_numpy()
+        return self._part[i], self._row[i]
+
     def columns_at(self, at: np.ndarray, columns: list[str]) -> pa.Table:
         """Raw-zone ``columns`` of the bodies at positions ``at`` of :attr:`order`, in that
         order (only the part files holding them are read)."""
@@ -474,7 +485,7 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
         zones = Zones(settings.storage_root)
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
-        before = fz.read_quarantine(s.name)
+        before = fz.read_quarantine(s.name, _BEFORE_COLUMNS)
         for old in (zones.staging / s.name).glob("verify-*"):  # a killed run's (we hold the lock)
             shutil.rmtree(old, ignore_errors=True)
         stage = StagedRows(zones.staging / s.name / f"verify-{run_id}")
@@ -491,7 +502,7 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
             raise
 
         def publish_quarantine() -> None:
-            fz.write_quarantine(s.name, window.label(), quarantined, run_id)
+            fz.put_quarantine(s.name, window.label(), quarantined.written)
             _drop_judged_elsewhere(fz, s.name, window.label(), before, judged, run_id)
 
         try:
@@ -656,6 +667,94 @@ class StagedRows:
         self.pieces = []
 
 
+class StagedQuarantine:
+    """A window's quarantined rows, staged as they are judged (an Arrow IPC file a piece, their
+    ``raw`` still empty), then written as the window's quarantine file (:meth:`write`) with
+    each body read back from the raw zone, one raw part at a time.
+
+    So memory holds a piece's rows or a raw part's bodies, never the window's quarantine: a
+    stale roster that quarantines a whole 1,000,000-statement window would otherwise hold its
+    1.7 GB of bodies at once (and peaked at 9.5 GiB). The file is written in the staging folder
+    and moved into place only when the batch is published
+    (:meth:`pipelines.store.footprint.FootprintZones.put_quarantine`); rows come in the order
+    their statements were read (raw part, then row).
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.folder = folder
+        self.schema = schema  # the quarantine file's (no ``source``)
+        self.files: list[Path] = []
+        self.num_rows = 0
+        self.written: Path | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"quarantine-{len(self.files):05d}.arrow"
+        rows = rows.select(self.schema.names).cast(self.schema)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.schema) as w:
+            w.write_table(rows)
+        self.files.append(path)
+        self.num_rows += rows.num_rows
+
+    def _staged(self, k: int, columns: list[str] | None = None) -> pa.Table:
+        with pa.memory_map(str(self.files[k])) as src:
+            t = pa.ipc.open_file(src).read_all()
+            return t if columns is None else t.select(columns)
+
+    def write(self, raws: WindowRaw, run_id: str) -> None:
+        """Write the quarantine file (``written``) with the bodies, and drop the staged rows."""
+        if not self.num_rows:
+            return
+        staged_shas = [self._staged(k, ["raw_sha256"])["raw_sha256"].combine_chunks()
+                       for k in range(len(self.files))]
+        sizes = [len(a) for a in staged_shas]
+        shas = pa.concat_arrays(staged_shas)
+        del staged_shas
+        part, row = raws.where(shas)
+        staged_file = np.repeat(np.arange(len(self.files), dtype=np.int64), sizes)
+        staged_row = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+        order = np.lexsort((row, part))
+        bounds = np.flatnonzero(np.diff(part[order])) + 1
+        raw_at = self.schema.get_field_index("raw")
+        raw_field = self.schema.field(raw_at)
+        path = self.folder / "quarantine.parquet"
+        with RowGroups(path, self.schema) as out:
+            for sel in np.split(order, bounds):
+                k = int(part[sel[0]])
+                bodies = pq.read_table(raws.files[k], columns=["raw"])["raw"].take(
+                    pa.array(row[sel], pa.int64()))
+                out.add(self._rows_at(staged_file[sel], staged_row[sel]).set_column(
+                    raw_at, raw_field, _texts(bodies, raw_field.type)))
+        for f in self.files:
+            f.unlink(missing_ok=True)
+        self.files, self.written = [], path
+
+    def _rows_at(self, files: np.ndarray, rows: np.ndarray) -> pa.Table:
+        """The staged rows at (``files``, ``rows``), in that order; each staged file is mapped
+        only while its rows are taken (so its pages do not stay in the process's memory)."""
+        pieces: list[pa.Table] = []
+        where: list[np.ndarray] = []
+        for k in np.unique(files):
+            sel = np.flatnonzero(files == k)
+            pieces.append(self._staged(int(k)).take(pa.array(rows[sel], pa.int64())))
+            where.append(sel)
+        back = np.argsort(np.concatenate(where), kind="stable")
+        return pa.concat_tables(pieces).take(pa.array(back, pa.int64()))
+
+
+def _texts(bodies: pa.ChunkedArray, typ: pa.DataType) -> pa.Array:
+    """Raw bodies (binary) as the quarantine's text: UTF-8 as received, and where a body is not
+    valid UTF-8, its bytes decoded with replacement characters (as
+    :func:`pipelines.verify.rules.raw_texts` does)."""
+    try:
+        return bodies.cast(typ)
+    except pa.ArrowInvalid:
+        return pa.array([None if b is None else b.decode("utf-8", "replace")
+                         for b in bodies.to_pylist()], typ)
+
+
 class _Published:
     """The rows a batch publishes (its verified rows but those voided now), a few columns at a
     time, for the quality check (:class:`pipelines.verify.quality.ColumnSource`)."""
@@ -718,7 +817,7 @@ def _normalised_pieces(zones: Zones, source: str, window: Window,
 
 def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
                   roster: Roster, catalogue: Catalogue, before: pa.Table, stage: StagedRows,
-                  report: VerifyReport) -> tuple[_Batch, pa.Table, pa.Table]:
+                  report: VerifyReport) -> tuple[_Batch, StagedQuarantine, pa.Table]:
     """Judge the window a piece of rows at a time, staging the verified rows.
 
     First over the whole window, with only the ids, digests and time keys (and the raw zone
@@ -726,9 +825,11 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
     bodies named later): the bodies the normalised zone did not keep (one more piece, at the
     end, of any size: they are rare), which rows are exact duplicates and which conflicting
     bodies; then the rules a piece at a time (:func:`pipelines.verify.rules.verify`, given those
-    flags), each piece's verified rows staged; then what spans pieces: the cmi5 order warnings
-    and the quarantined rows' bytes. Returns the batch, the quarantined rows and the judged keys
-    that other windows' quarantine files hold (for :func:`_drop_judged_elsewhere`).
+    flags), each piece's verified and quarantined rows staged; then what spans pieces: the cmi5
+    order warnings and the quarantine file with the bodies (:class:`StagedQuarantine`). Returns
+    the batch, the staged quarantine and the judged keys that other windows' quarantine files
+    hold (for :func:`_drop_judged_elsewhere`). ``before`` is every window's quarantine of the
+    source (:data:`_BEFORE_COLUMNS`).
     """
     s = settings.source(source)
     zones = Zones(settings.storage_root)
@@ -759,7 +860,8 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
                               "voiding": 0, "quarantined_by_reason": {}}
     deviations: dict[str, int] = {}
     warnings: dict[str, int] = {}
-    quarantined: list[pa.Table] = []
+    quarantined = StagedQuarantine(stage.folder, fz.quarantine_schema)
+    first = _first_quarantined(before)
     voiding: list[pa.Table] = []
     candidates: list[pa.Table] = []
     cols = [c for c in NORMALISED_COLUMNS if c != "source"]
@@ -783,7 +885,7 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
             c = v.cmi5
             candidates.append(c.set_column(0, "row", pc.add(c["row"], counts["verified"])))
         stage.add(storage_date(v.verified))
-        quarantined.append(v.quarantined)
+        quarantined.add(_keep_first_quarantined(v.quarantined, first))
         voiding.append(v.voiding)
         for k in ("read", "verified", "quarantined", "duplicates", "voiding"):
             counts[k] += v.counts[k]
@@ -815,18 +917,14 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
             if got:
                 stage.patch[rid] = got
 
-    q = pa.concat_tables(quarantined) if quarantined else _QUARANTINE_SCHEMA.empty_table()
-    if q.num_rows:
-        i = q.column_names.index("raw")
-        q = q.set_column(i, q.schema.field(i), pa.array(
-            raw_texts(raws, q["raw_sha256"].to_pylist()), q.schema.field(i).type))
+    quarantined.write(raws, run_id)
     votes = pa.concat_tables(voiding) if voiding else None
     void_list = voids_from_table(votes) if votes is not None else []
     # of the judged keys, only those other windows' quarantine files hold are needed later
     # (_drop_judged_elsewhere): a handful, not the window's million
     others = before.filter(pc.not_equal(before["window"], window.label()))
     judged = judged.filter(pc.is_in(_key(judged), value_set=_key(others)))
-    return _Batch(stage, counts, warnings, void_list), _keep_first_quarantined(q, before), judged
+    return _Batch(stage, counts, warnings, void_list), quarantined, judged
 
 
 def _counts(r: VerifyReport) -> dict[str, Any]:
@@ -835,20 +933,29 @@ def _counts(r: VerifyReport) -> dict[str, Any]:
     return {k: getattr(r, k) for k in keys}
 
 
-def _keep_first_quarantined(new: pa.Table, old: pa.Table) -> pa.Table:
-    """``first_quarantined_at`` stays what it was for a record quarantined before (in any
-    window's file: the earliest)."""
-    if new.num_rows == 0 or old.num_rows == 0:
+#: the columns of the quarantine already there that a window's verification reads
+_BEFORE_COLUMNS = ["statement_id", "raw_sha256", "reasons", "first_quarantined_at"]
+
+
+def _first_quarantined(old: pa.Table) -> pa.Table | None:
+    """Record key -> the earliest ``first_quarantined_at`` of the quarantine ``old`` (any
+    window's file), or None when it is empty."""
+    if old.num_rows == 0:
+        return None
+    t = pa.table({"key": _key(old), "at": old["first_quarantined_at"]})
+    return t.group_by("key").aggregate([("at", "min")])
+
+
+def _keep_first_quarantined(new: pa.Table, first: pa.Table | None) -> pa.Table:
+    """``first_quarantined_at`` stays what it was for a record quarantined before (``first``,
+    from :func:`_first_quarantined`)."""
+    if new.num_rows == 0 or first is None:
         return new
-    first: dict[str, datetime] = {}
-    for k, t in zip(_key(old).to_pylist(), old["first_quarantined_at"].to_pylist(), strict=True):
-        if k not in first or t < first[k]:
-            first[k] = t
-    at = [first.get(k, t) for k, t in zip(_key(new).to_pylist(),
-                                          new["first_quarantined_at"].to_pylist(), strict=True)]
+    at = pc.index_in(_key(new), value_set=first["key"])
     i = new.column_names.index("first_quarantined_at")
     field_ = new.schema.field(i)
-    return new.set_column(i, field_, pa.array(at, field_.type))
+    kept = pc.coalesce(first["at_min"].take(at), new["first_quarantined_at"])
+    return new.set_column(i, field_, kept.cast(field_.type))
 
 
 def _drop_judged_elsewhere(fz: FootprintZones, source: str, label: str, before: pa.Table,
