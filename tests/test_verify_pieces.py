@@ -202,3 +202,84 @@ def test_staged_rows_give_back_what_was_staged(tmp_path: Path) -> None:
                                {"record_id": "r-e", "warnings": ["cmi5-passed-twice"]}]
     staged.discard()
     assert not (tmp_path / "verify-x").exists() and staged.columns(["date"]).num_rows == 0
+
+
+def test_replay_in_pieces_agrees_with_one_piece(tmp_path: Path, lines: tuple[Path, list[bytes]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale roster quarantines half the learners (the cmi5 pair's among them); after the fix,
+    a replay a few records at a time (bodies read back a row group at a time, normalised rows
+    looked up by id) gives what one piece gives: the report, the verified zone and what stays in
+    quarantine, the cmi5 warning judged across pieces included."""
+    import csv
+    import json
+
+    from pipelines.verify import quality
+
+    gen, body = lines
+    doc = json.loads(quality.DEFAULT_SUITE_PATH.read_text(encoding="utf-8"))
+    doc["footprint_checks"]["max_quarantined_share"]["max_share"] = 1.0  # let it publish
+    (tmp_path / "suite.json").write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(quality, "_default_suite", lambda: quality.load_suite(
+        tmp_path / "suite.json"))
+    done = orjson.loads(body[-3])["actor"]  # the learner of the cmi5 "completed" twice
+    with (gen / "roster.csv").open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh))
+    acc, mail = rows[0].index("lms_account"), rows[0].index("email")
+
+    def theirs(r: list[str]) -> bool:
+        return (done.get("account", {}).get("name") == r[acc]
+                or done.get("mbox") == f"mailto:{r[mail]}")
+
+    stale = [rows[0]] + [r for i, r in enumerate(rows[1:]) if i % 2 and not theirs(r)]
+    reports = {}
+    pieces: list[int] = []
+    real = stage._replay_pieces
+
+    def counted(t: pa.Table) -> Any:
+        for p in real(t):
+            pieces.append(p.num_rows)
+            yield p
+
+    for name, size in (("one", stage.PIECE_ROWS), ("many", 7)):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        roster = tmp / "roster.csv"
+        with roster.open("w", encoding="utf-8", newline="") as fh:
+            csv.writer(fh).writerows(stale)
+        (tmp / "dump.ndjson").write_bytes(b"\n".join(body) + b"\n")
+        write_config(tmp, f'[storage]\nworkers = 1\n[reference]\nroster = "{roster}"\n'
+                          f'catalogue = "{gen / "catalogue.csv"}"\n'
+                          '[[sources]]\nname = "dump"\nkind = "xapi-file"\n'
+                          'path = "dump.ndjson"\n')
+        s = config.load(tmp / "footprint.toml")
+        first = ingest_source(s, "dump").verification
+        assert first is not None and first["quarantined_by_reason"]["unknown-learner"] > 300
+        roster.write_bytes((gen / "roster.csv").read_bytes())  # the fix
+        with monkeypatch.context() as m:
+            m.setattr(stage, "PIECE_ROWS", size)
+            m.setattr(stage, "_replay_pieces", counted)
+            pieces.clear()
+            reports[name] = stage.replay_quarantine(s, "dump", f"replay-{name}").as_dict()
+        assert reports[name]["status"] == "succeeded"
+        assert (len(pieces) == 1) if name == "one" else (max(pieces) <= 7 and len(pieces) > 40)
+
+    one, many = reports["one"], reports["many"]
+    for k in ("read", "verified", "quarantined", "duplicates", "voiding", "published", "voided",
+              "replayed", "conflicts_held", "quarantined_by_reason", "warnings",
+              "tolerated_deviations"):
+        assert many[k] == one[k], k
+    assert one["replayed"] > 300 and one["warnings"].get(CMI5_COMPLETED_TWICE, 0) >= 1
+    assert one["conflicts_held"] >= 1 and one["quarantined"] > one["conflicts_held"]
+    volatile = ["run_id", "verified_at", "first_quarantined_at"]
+    a = FootprintZones(tmp_path / "one" / "data")
+    b = FootprintZones(tmp_path / "many" / "data")
+    va = _sorted(a.read_verified("dump"), volatile, ["record_id"])
+    vb = _sorted(b.read_verified("dump"), volatile, ["record_id"])
+    assert va.equals(vb)
+    again = orjson.loads(body[-3])["id"]
+    row = va.filter(pc.equal(va["statement_id"], again))
+    assert CMI5_COMPLETED_TWICE in row["warnings"][0].as_py()
+    qa = _sorted(a.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
+    qb = _sorted(b.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
+    assert qa.num_rows == one["quarantined"] and qa.equals(qb)
+    assert not list((tmp_path / "many" / "data" / "_staging").rglob("replay-*"))

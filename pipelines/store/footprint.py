@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import date
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,7 @@ from pipelines.faults import crashpoint
 from pipelines.sources.base import Window
 from pipelines.store.zones import (
     PART_FILE,
+    RowGroups,
     _first_by_id,
     _fsync_dir,
     _in_time_order,
@@ -246,6 +247,33 @@ class FootprintZones:
             return
         t = table.select(self.quarantine_schema.names).cast(self.quarantine_schema)
         write_parquet_atomic(t, dest, run_id)
+        crashpoint("verify-quarantine-file")
+
+    def rewrite_quarantine(self, source: str, label: str,
+                           change: Callable[[pa.Table], pa.Table], run_id: str) -> None:
+        """Replace one window's quarantine file with ``change`` applied to its rows, a row group
+        at a time (the file is never read whole: it may hold a million bodies), through a
+        temporary file renamed into place; removed when no row is left."""
+        src = self.quarantine_file(source, label)
+        if not src.exists():
+            return
+        schema = self.quarantine_schema
+        tmp = src.parent / f".tmp-{run_id}-{src.name}"
+        f = pq.ParquetFile(src)
+        try:
+            with RowGroups(tmp, schema) as out:
+                for i in range(f.num_row_groups):
+                    t = f.read_row_group(i)
+                    out.add(change(t.select(schema.names).cast(schema)).select(
+                        schema.names).cast(schema))
+        finally:
+            f.close()
+        if out.rows == 0:
+            tmp.unlink()
+            src.unlink()
+        else:
+            os.replace(tmp, src)
+        _fsync_dir(src.parent)
         crashpoint("verify-quarantine-file")
 
     def put_quarantine(self, source: str, label: str, written: Path | None) -> None:

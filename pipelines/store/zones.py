@@ -177,6 +177,23 @@ class Zones:
         table = dataset.to_table(filter=flt)
         return table.filter(in_window(table, window)) if window is not None else table
 
+    def normalised_with_ids(self, source: str, ids: pa.Array) -> pa.Table:
+        """The source's normalised rows whose ``statement_id`` is one of ``ids``, from every
+        date partition, as :meth:`read_normalised` gives them (partition columns included).
+
+        The partitions are scanned and filtered as they are read, so memory holds the rows
+        found, not the zone (which grows by every statement ever ingested)."""
+        schema = contracts.normalised_statement().arrow_schema()
+        base = self.normalised / f"source={source}"
+        if len(ids) == 0 or not base.is_dir():
+            return schema.empty_table()
+        part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        dataset = ds.dataset(base, format="parquet", partitioning=part,
+                             schema=pa.schema([f for f in schema if f.name != "source"]))
+        t = dataset.to_table(filter=ds.field("statement_id").isin(ids))
+        t = t.append_column("source", pa.repeat(pa.scalar(source, pa.string()), t.num_rows))
+        return t.select(schema.names).cast(schema)
+
     def count_normalised(self, source: str) -> int:
         total = 0
         for day in self.partition_dates(source):

@@ -88,6 +88,7 @@ from pipelines.verify.rules import (
     CONFLICTING_DUPLICATE,
     NORMALISED_COLUMNS,
     RawStatements,
+    Verification,
     _arr,
     _binary_views,
     cmi5_flags,
@@ -547,6 +548,61 @@ class _Batch:
     voids: list[Void]
 
 
+class _Tally:
+    """What the pieces of one verification add up to: the counts, the warnings and the voids,
+    each piece's verified rows staged in ``stage``; the cmi5 order rules are judged over the
+    verified rows of all the pieces at the end (:meth:`finish`), as warnings patched onto the
+    staged rows."""
+
+    def __init__(self, stage: StagedRows) -> None:
+        self.stage = stage
+        self.counts: dict[str, Any] = {"read": 0, "verified": 0, "quarantined": 0,
+                                       "duplicates": 0, "voiding": 0, "quarantined_by_reason": {}}
+        self.deviations: dict[str, int] = {}
+        self.warnings: dict[str, int] = {}
+        self.voiding: list[pa.Table] = []
+        self.candidates: list[pa.Table] = []
+
+    def add(self, v: Verification) -> None:
+        """One piece's verification (``verify(..., cmi5=False)``)."""
+        counts = self.counts
+        if v.cmi5 is not None and v.cmi5.num_rows:
+            c = v.cmi5
+            self.candidates.append(c.set_column(0, "row", pc.add(c["row"], counts["verified"])))
+        self.stage.add(storage_date(v.verified))
+        self.voiding.append(v.voiding)
+        for k in ("read", "verified", "quarantined", "duplicates", "voiding"):
+            counts[k] += v.counts[k]
+        for name, into in (("quarantined_by_reason", counts["quarantined_by_reason"]),
+                           ("tolerated_deviations", self.deviations)):
+            for code, m in v.counts.get(name, {}).items():
+                into[code] = into.get(code, 0) + m
+        for code, m in v.warnings.items():
+            self.warnings[code] = self.warnings.get(code, 0) + m
+
+    def finish(self) -> _Batch:
+        counts, warnings = self.counts, self.warnings
+        if self.deviations:
+            counts["tolerated_deviations"] = dict(sorted(self.deviations.items()))
+        counts["quarantined_by_reason"] = {c: counts["quarantined_by_reason"][c]
+                                           for c in BLOCKING
+                                           if counts["quarantined_by_reason"].get(c)}
+        if self.candidates:  # the cmi5 order rules, over every piece's verified rows
+            cand = pa.concat_tables(self.candidates)
+            flags3 = cmi5_flags(cand, counts["verified"])
+            codes = (CMI5_COMPLETED_TWICE, CMI5_PASSED_TWICE, CMI5_FAILED_AFTER_PASSED)
+            for code, mask in zip(codes, flags3, strict=True):
+                warnings[code] = warnings.get(code, 0) + int(mask.sum())
+            for r, rid in zip(cand["row"].to_pylist(), cand["record_id"].to_pylist(),
+                              strict=True):
+                got = [code for code, mask in zip(codes, flags3, strict=True) if mask[r]]
+                if got:
+                    self.stage.patch[rid] = got
+        voiding = [t for t in self.voiding if t.num_rows]
+        voids = voids_from_table(pa.concat_tables(voiding)) if voiding else []
+        return _Batch(self.stage, counts, warnings, voids)
+
+
 class VerifiedRows(DayRows, Protocol):
     """A batch's verified rows (with ``date``): by day for the merge, some columns of all of
     them for the quality check, and the rows of some statement ids for the voids."""
@@ -856,14 +912,9 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
 
     now = datetime.now(UTC)
     conflict_rows = sorted(conflict)
-    counts: dict[str, Any] = {"read": 0, "verified": 0, "quarantined": 0, "duplicates": 0,
-                              "voiding": 0, "quarantined_by_reason": {}}
-    deviations: dict[str, int] = {}
-    warnings: dict[str, int] = {}
+    tally = _Tally(stage)
     quarantined = StagedQuarantine(stage.folder, fz.quarantine_schema)
     first = _first_quarantined(before)
-    voiding: list[pa.Table] = []
-    candidates: list[pa.Table] = []
     cols = [c for c in NORMALISED_COLUMNS if c != "source"]
     pieces: Iterator[pa.Table] = _normalised_pieces(zones, source, window, cols)
     if dropped.num_rows:
@@ -881,50 +932,20 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
                    source=source, xapi_version=s.xapi_version, tolerate=s.tolerate,
                    duplicates=flags, cmi5=False, quarantine_raw=False)
         del piece
-        if v.cmi5 is not None and v.cmi5.num_rows:
-            c = v.cmi5
-            candidates.append(c.set_column(0, "row", pc.add(c["row"], counts["verified"])))
-        stage.add(storage_date(v.verified))
+        tally.add(v)
         quarantined.add(_keep_first_quarantined(v.quarantined, first))
-        voiding.append(v.voiding)
-        for k in ("read", "verified", "quarantined", "duplicates", "voiding"):
-            counts[k] += v.counts[k]
-        for name, into in (("quarantined_by_reason", counts["quarantined_by_reason"]),
-                           ("tolerated_deviations", deviations)):
-            for code, m in v.counts.get(name, {}).items():
-                into[code] = into.get(code, 0) + m
-        for code, m in v.warnings.items():
-            warnings[code] = warnings.get(code, 0) + m
         start += n
         del v
     if start != judged.num_rows:
         raise ValueError(f"the normalised zone changed while the window was verified "
                          f"({start} rows judged of {judged.num_rows})")
-    if deviations:
-        counts["tolerated_deviations"] = dict(sorted(deviations.items()))
-    counts["quarantined_by_reason"] = {c: counts["quarantined_by_reason"][c] for c in BLOCKING
-                                       if counts["quarantined_by_reason"].get(c)}
-
-    # -- the cmi5 order rules, over the whole window's verified rows
-    if candidates:
-        cand = pa.concat_tables(candidates)
-        flags3 = cmi5_flags(cand, counts["verified"])
-        codes = (CMI5_COMPLETED_TWICE, CMI5_PASSED_TWICE, CMI5_FAILED_AFTER_PASSED)
-        for code, mask in zip(codes, flags3, strict=True):
-            warnings[code] = warnings.get(code, 0) + int(mask.sum())
-        for r, rid in zip(cand["row"].to_pylist(), cand["record_id"].to_pylist(), strict=True):
-            got = [code for code, mask in zip(codes, flags3, strict=True) if mask[r]]
-            if got:
-                stage.patch[rid] = got
-
+    batch = tally.finish()
     quarantined.write(raws, run_id)
-    votes = pa.concat_tables(voiding) if voiding else None
-    void_list = voids_from_table(votes) if votes is not None else []
     # of the judged keys, only those other windows' quarantine files hold are needed later
     # (_drop_judged_elsewhere): a handful, not the window's million
     others = before.filter(pc.not_equal(before["window"], window.label()))
     judged = judged.filter(pc.is_in(_key(judged), value_set=_key(others)))
-    return _Batch(stage, counts, warnings, void_list), quarantined, judged
+    return batch, quarantined, judged
 
 
 def _counts(r: VerifyReport) -> dict[str, Any]:
@@ -1092,7 +1113,12 @@ def _publish(
 
 
 def _has_reason(t: pa.Table, reason: str) -> pa.Array:
-    return pa.array([reason in (r or ()) for r in t["reasons"].to_pylist()], pa.bool_())
+    """Which rows' ``reasons`` hold ``reason`` (in Arrow: a quarantine may hold a million)."""
+    reasons = _arr(t["reasons"])
+    hit = np.zeros(len(reasons), bool)
+    flat = _np_mask(pc.equal(pc.list_flatten(reasons), reason))
+    hit[pc.list_parent_indices(reasons).to_numpy()[flat]] = True
+    return pa.array(hit)
 
 
 def list_quarantine(settings: Settings, reason: str | None = None) -> pa.Table:
@@ -1127,7 +1153,7 @@ def replay_quarantine(settings: Settings, source_name: str, run_id: str) -> Veri
     started = time.perf_counter()
     state = StateStore(settings.state_url)
     try:
-        with state.lock(f"ingest:{s.name}"):
+        with state.lock(f"ingest:{s.name}"), _lean_memory_pool():
             _replay(settings, state, report)
         report.seconds = round(time.perf_counter() - started, 3)
         return report
@@ -1149,73 +1175,146 @@ def _key(t: pa.Table) -> pa.Array:
 
 
 def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None:
+    """Replay a piece of the quarantine at a time (:func:`_replay_pieces`): memory holds a
+    piece's rows and bodies, not the quarantine (which a stale roster can fill with a million
+    statements) nor the normalised zone (every statement ever ingested), whose rows are looked
+    up by statement id."""
     s = settings.source(report.source)
     roster, catalogue = _reference(settings)
     fz = FootprintZones(settings.storage_root)
+    zones = Zones(settings.storage_root)
     fz.clean_leftovers(s.name)
-    labels = fz.quarantine_windows(s.name)
-    files = {label: fz.read_quarantine_window(s.name, label) for label in labels}
-    if not files or not any(t.num_rows for t in files.values()):
+    q = fz.read_quarantine(s.name, _BEFORE_COLUMNS)
+    if q.num_rows == 0:
         report.status = "succeeded"
         report.message = "nothing in quarantine"
         return
-    q = pa.concat_tables(files.values())
+    blocks = pc.value_counts(q["window"])  # one block of rows a window's file, in file order
+    labels = blocks.field("values").to_pylist()
+    q = q.append_column("row", pa.array(np.concatenate(
+        [np.arange(n, dtype=np.int64) for n in blocks.field("counts").to_pylist()])))
     is_conflict = _has_reason(q, CONFLICTING_DUPLICATE)
     conflicts = q.filter(is_conflict)
     replayable = q.filter(pc.invert(is_conflict))
-    norm = Zones(settings.storage_root).read_normalised(s.name)
-    if norm.num_rows and replayable.num_rows:
-        norm = norm.filter(pc.is_in(_key(norm), value_set=_key(replayable)))
-    else:
-        norm = norm.slice(0, 0)
-    raw = {sha: text.encode("utf-8") for sha, text in zip(
-        replayable["raw_sha256"].to_pylist(), replayable["raw"].to_pylist(), strict=True)}
-    # a body the normalised zone does not hold (see _dropped_bodies) is normalised again
-    missing = replayable.filter(pc.invert(pc.is_in(_key(replayable), value_set=_key(norm))))
-    if missing.num_rows:
-        pages: list[PageData] = []
-        for sha, label, at in zip(missing["raw_sha256"].to_pylist(),
-                                  missing["window"].to_pylist(),
-                                  missing["first_quarantined_at"].to_pylist(), strict=True):
-            pages.append(([raw[sha]], f"quarantine/window={label}", at, [0]))
-        norm = pa.concat_tables([norm, _normalise(s.name, norm.schema, pages, report.run_id)])
-    held = _held(fz, s.name, norm, None)
-    now = datetime.now(UTC)
-    v = verify(norm, raw, roster, catalogue, now=now, run_id=report.run_id, verified_at=now,
-               source=s.name, xapi_version=s.xapi_version, tolerate=s.tolerate, held=held)
-    left = set(_key(v.verified).to_pylist()) | set(
-        pc.binary_join_element_wise(v.voiding["statement_id"], v.voiding["raw_sha256"], "/")
-        .to_pylist())
-    still = {k: (r, d) for k, r, d in zip(
-        _key(v.quarantined).to_pylist(), v.quarantined["reasons"].to_pylist(),
-        v.quarantined["detail"].to_pylist(), strict=True)}
+    del q, is_conflict
+    stage = StagedRows(zones.staging / s.name / f"replay-{report.run_id}")
+    try:
+        tally = _Tally(stage)
+        left: list[pa.Array] = []
+        still: list[pa.Table] = []
+        now = datetime.now(UTC)
+        for piece in _replay_pieces(replayable):
+            bodies = _quarantined_bodies(fz, s.name, piece)
+            norm = zones.normalised_with_ids(s.name, pc.unique(piece["statement_id"].drop_null()))
+            if norm.num_rows:
+                norm = norm.filter(pc.is_in(_key(norm), value_set=_key(piece)))
+            # a body the normalised zone does not hold (see _dropped_bodies) is normalised again
+            missing = piece.filter(pc.invert(pc.is_in(_key(piece), value_set=_key(norm))))
+            if missing.num_rows:
+                pages: list[PageData] = [
+                    ([bytes(bodies[sha])], f"quarantine/window={label}", at, [0])
+                    for sha, label, at in zip(missing["raw_sha256"].to_pylist(),
+                                              missing["window"].to_pylist(),
+                                              missing["first_quarantined_at"].to_pylist(),
+                                              strict=True)]
+                norm = pa.concat_tables(
+                    [norm, _normalise(s.name, norm.schema, pages, report.run_id)])
+            v = verify(norm, bodies, roster, catalogue, now=now, run_id=report.run_id,
+                       verified_at=now, source=s.name, xapi_version=s.xapi_version,
+                       tolerate=s.tolerate, held=_held(fz, s.name, norm, None), cmi5=False,
+                       quarantine_raw=False)
+            del norm, bodies
+            _give_back_memory()
+            tally.add(v)
+            left.extend([_key(v.verified), pc.binary_join_element_wise(
+                v.voiding["statement_id"], v.voiding["raw_sha256"], "/")])
+            still.append(pa.table({"key": _key(v.quarantined),
+                                   "reasons": v.quarantined["reasons"],
+                                   "detail": v.quarantined["detail"]}))
+        del replayable
+        batch = tally.finish()
+        gone = pc.unique(pa.chunked_array(left, pa.string()).combine_chunks())
+        stay = pa.concat_tables(still).combine_chunks() if still else pa.table(
+            {"key": pa.array([], pa.string()), "reasons": pa.array([], pa.list_(pa.string())),
+             "detail": pa.array([], pa.string())})
 
-    def publish_quarantine() -> None:
-        for label, t in files.items():
-            if t.num_rows == 0:
-                continue
-            keys = _key(t).to_pylist()
-            keep = pa.array([k not in left for k in keys])
-            reasons = [still[k][0] if k in still else r
-                       for k, r in zip(keys, t["reasons"].to_pylist(), strict=True)]
-            detail = [still[k][1] if k in still else d
-                      for k, d in zip(keys, t["detail"].to_pylist(), strict=True)]
-            run = [report.run_id if k in still else r
-                   for k, r in zip(keys, t["run_id"].to_pylist(), strict=True)]
-            new = t
-            for name, values in (("reasons", reasons), ("detail", detail), ("run_id", run)):
-                i = new.column_names.index(name)
-                new = new.set_column(i, new.schema.field(i), pa.array(values, new.schema[i].type))
-            fz.write_quarantine(s.name, label, new.filter(keep), report.run_id)
+        def publish_quarantine() -> None:
+            for label in labels:
+                fz.rewrite_quarantine(s.name, label, lambda t: _replayed(
+                    t, gone, stay, report.run_id), report.run_id)
 
-    report.conflicts_held = conflicts.num_rows
-    batch = _Batch(TableRows(storage_date(v.verified)), v.counts, v.warnings, v.voids)
-    _publish(settings, state, fz, report, batch, window=None,
-             quarantine_read=v.verified.num_rows,
-             publish_quarantine=publish_quarantine, held_back=conflicts)
-    report.replayed = len(left)
+        report.conflicts_held = conflicts.num_rows
+        _publish(settings, state, fz, report, batch, window=None,
+                 quarantine_read=batch.counts["verified"],
+                 publish_quarantine=publish_quarantine, held_back=conflicts)
+    finally:
+        stage.discard()
+    report.replayed = len(gone)
     report.message = (f"{report.replayed} records left quarantine ({report.published} published), "
                       f"{report.quarantined} stay")
     if report.conflicts_held:
         report.message += (f", of which {report.conflicts_held} conflicting bodies wait for a "
                            "person to decide which body is right")
+
+
+def _replay_pieces(replayable: pa.Table) -> Iterator[pa.Table]:
+    """The records to replay, :data:`PIECE_ROWS` at a time, in quarantine order; the records of
+    a statement id held more than once (their bodies must be judged together: rare) come last,
+    all in one piece."""
+    ids = replayable["statement_id"]
+    twice = pa.array([], pa.string())
+    if ids.null_count < len(ids):
+        counts = pc.value_counts(ids.drop_null())
+        twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    together = pc.fill_null(pc.is_in(ids, value_set=twice), False)
+    single = replayable.filter(pc.invert(together))
+    for start in range(0, single.num_rows, PIECE_ROWS):
+        yield single.slice(start, PIECE_ROWS)
+    if len(twice):
+        yield replayable.filter(together)
+
+
+def _quarantined_bodies(fz: FootprintZones, source: str,
+                        piece: pa.Table) -> dict[str, memoryview]:
+    """raw_sha256 -> the body (UTF-8) of each of the piece's records, read from its window's
+    quarantine file (``row``: its position there; only the row groups holding them are read),
+    as views of the bytes read (no Python string a body)."""
+    out: dict[str, memoryview] = {}
+    windows = piece["window"]
+    for label in pc.unique(windows).to_pylist():
+        want = piece["row"].filter(pc.equal(windows, label)).to_numpy()
+        # a row group at a time, the wanted rows taken from each (reading the groups together
+        # peaked at about twice the memory)
+        f = pq.ParquetFile(fz.quarantine_file(source, label), pre_buffer=False)
+        try:
+            start = 0
+            for g in range(f.num_row_groups):
+                end = start + f.metadata.row_group(g).num_rows
+                here = want[(want >= start) & (want < end)]
+                if len(here):
+                    t = f.read_row_group(g, columns=["raw_sha256", "raw"]).take(
+                        pa.array(here - start, pa.int64()))
+                    views = [v for chunk in t["raw"].chunks for v in _binary_views(chunk)]
+                    out.update(zip(t["raw_sha256"].to_pylist(), views, strict=True))
+                start = end
+        finally:
+            f.close()
+    return out
+
+
+def _replayed(t: pa.Table, gone: pa.Array, stay: pa.Table, run_id: str) -> pa.Table:
+    """A window's quarantined rows after a replay: those that left (``gone``, their keys)
+    removed, those judged again (``stay``: key, reasons, detail) with their reasons now and the
+    replay's run id; conflicts, never replayed, as they were."""
+    t = t.filter(pc.invert(pc.is_in(_key(t), value_set=gone)))
+    if t.num_rows == 0 or stay.num_rows == 0:
+        return t
+    at = pc.index_in(_key(t), value_set=stay["key"])
+    judged = pc.is_valid(at)
+    for name in ("reasons", "detail"):
+        i = t.column_names.index(name)
+        t = t.set_column(i, t.schema.field(i), pc.if_else(
+            judged, stay[name].take(at), t[name]).cast(t.schema.field(i).type))
+    i = t.column_names.index("run_id")
+    return t.set_column(i, t.schema.field(i), pc.if_else(
+        judged, pa.scalar(run_id, pa.string()), t["run_id"]))
