@@ -20,6 +20,9 @@ Rows (every rate is statements per second, every ratio is taken within this one 
                          alone: target >= 0.8.
   end to end, N workers  the same with the default ``workers`` (one process per CPU, up to 8);
                          shown for comparison, no target of its own.
+  stale roster           the 1-process run with a roster that lost every learner but one:
+                         nearly every statement is quarantined (and the quality gate holds the
+                         batch back); its peak memory must stay under 1 GiB too.
   tincan from_json       tincan's ``Statement.from_json`` over the first --sample lines.
   Ralph strict model     Ralph's strict pydantic model (``ralph-malph`` 5.1.0,
                          ``ralph.models.xapi.base.statements.BaseXapiStatement``: extra fields
@@ -208,12 +211,14 @@ def ralph_python(venv: Path) -> tuple[Path | None, str]:
     return py, f"created venv {venv}"
 
 
-def write_config(folder: Path, statements: Path, gen: Path, workers: int) -> None:
+def write_config(folder: Path, statements: Path, gen: Path, workers: int,
+                 roster: Path | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "footprint.toml").write_text(
         f'[storage]\nroot = "data"\nworkers = {workers}\n'
         f'[state]\nurl = "sqlite:///data/state.db"\n'
-        f'[reference]\nroster = "{gen / "roster.csv"}"\ncatalogue = "{gen / "catalogue.csv"}"\n'
+        f'[reference]\nroster = "{roster or gen / "roster.csv"}"\n'
+        f'catalogue = "{gen / "catalogue.csv"}"\n'
         f'[[sources]]\nname = "dump"\nkind = "xapi-file"\npath = "{statements}"\n',
         encoding="utf-8")
 
@@ -238,6 +243,8 @@ def main() -> None:
     ap.add_argument("--no-ralph", action="store_true", help="skip the Ralph row")
     ap.add_argument("--no-parallel", action="store_true",
                     help="skip the end-to-end row with the default workers")
+    ap.add_argument("--no-stale", action="store_true",
+                    help="skip the end-to-end row with a stale roster (nearly all quarantined)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -267,6 +274,17 @@ def main() -> None:
             write_config(folder, path, gen, workers)
             print(f"end to end, {label} ...", file=sys.stderr)
             e2e_docs.append((label, workers, child("e2e", str(folder))))
+        stale_doc = None
+        if not a.no_stale:
+            # a roster export that lost every learner but one: nearly the whole window is
+            # quarantined, and the quarantine must not cost more memory than the footprint
+            stale = work / "roster-stale.csv"
+            with (gen / "roster.csv").open(encoding="utf-8") as fh:
+                stale.write_text(fh.readline() + fh.readline(), encoding="utf-8")
+            folder = work / "e2e-stale"
+            write_config(folder, path, gen, 1, roster=stale)
+            print("end to end, stale roster ...", file=sys.stderr)
+            stale_doc = child("e2e", str(folder))
         after = child("orjson", str(path))
         rates = [d["read"] / d["seconds"] for d in (before, after)]
         rate_or = sum(rates) / 2
@@ -293,6 +311,15 @@ def main() -> None:
                          f"{doc['seconds']:.1f} s (verification {doc['verify_seconds']:.1f} s, "
                          f"{doc['verification']}), "
                          f"published {doc['published']}, quarantined {doc['quarantined']}"))
+
+        if stale_doc is not None:
+            d, rss = stale_doc, stale_doc["tree_rss"]
+            rows.append((f"end to end, 1 process, stale roster, {d['read']:,}",
+                         f"{d['read'] / d['seconds']:,.0f} st/s", "",
+                         f"peak memory (PSS) {_mib(rss)} ({'<' if rss < GIB else 'NOT <'} 1 GiB), "
+                         f"{d['seconds']:.1f} s, quarantined {d['quarantined']}; "
+                         + (f"gate: {d['error'].split(': ', 2)[-1][:70]}" if d["error"]
+                            else f"published {d['published']}")))
 
         doc = child("tincan", str(path), str(a.sample))
         rate_tc = doc["read"] / doc["seconds"]

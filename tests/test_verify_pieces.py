@@ -102,6 +102,27 @@ def _sorted(t: pa.Table, drop: list[str], keys: list[str]) -> pa.Table:
     return t.take(pc.sort_indices(t, [(k, "ascending") for k in keys]))
 
 
+def _zones_agree(tmp_path: Path, body: list[bytes], one: dict[str, Any],
+                 published: int) -> pa.Table:
+    """The verified zones and the quarantines of the runs under ``one`` and ``many`` are equal
+    (but for run ids and times), and the second cmi5 "completed" carries its warning in the
+    zone, not only in the counts; the verified zone holds ``published`` records. Returns the
+    ``many`` quarantine."""
+    volatile = ["run_id", "verified_at", "first_quarantined_at"]
+    a = FootprintZones(tmp_path / "one" / "data")
+    b = FootprintZones(tmp_path / "many" / "data")
+    va = _sorted(a.read_verified("dump"), volatile, ["record_id"])
+    vb = _sorted(b.read_verified("dump"), volatile, ["record_id"])
+    assert va.num_rows == published and va.equals(vb)
+    again = orjson.loads(body[-3])["id"]
+    row = va.filter(pc.equal(va["statement_id"], again))
+    assert CMI5_COMPLETED_TWICE in row["warnings"][0].as_py()
+    qa = _sorted(a.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
+    qb = _sorted(b.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
+    assert qa.num_rows == one["quarantined"] and qa.equals(qb)
+    return qb
+
+
 def test_pieces_agree_with_one_piece(tmp_path: Path, lines: tuple[Path, list[bytes]],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     gen, body = lines
@@ -139,19 +160,7 @@ def test_pieces_agree_with_one_piece(tmp_path: Path, lines: tuple[Path, list[byt
     assert one["quarantined_by_reason"].get("conflicting-duplicate", 0) >= 1
     assert one["voided"] >= 1
 
-    volatile = ["run_id", "verified_at", "first_quarantined_at"]
-    a = FootprintZones(tmp_path / "one" / "data")
-    b = FootprintZones(tmp_path / "many" / "data")
-    va = _sorted(a.read_verified("dump"), volatile, ["record_id"])
-    vb = _sorted(b.read_verified("dump"), volatile, ["record_id"])
-    assert va.num_rows == one["published"] and va.equals(vb)
-    # the second cmi5 "completed" carries the warning in the zone, not only in the counts
-    again = orjson.loads(body[-3])["id"]
-    row = va.filter(pc.equal(va["statement_id"], again))
-    assert CMI5_COMPLETED_TWICE in row["warnings"][0].as_py()
-    qa = _sorted(a.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
-    qb = _sorted(b.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
-    assert qa.num_rows == one["quarantined"] and qa.equals(qb)
+    qb = _zones_agree(tmp_path, body, one, one["published"])
     # the raw text of a quarantined row is its body, fetched once all pieces were judged
     assert all(r.strip().startswith("{") for r in qb["raw"].to_pylist()[:50])
     # and the staging folder is gone
@@ -270,16 +279,5 @@ def test_replay_in_pieces_agrees_with_one_piece(tmp_path: Path, lines: tuple[Pat
         assert many[k] == one[k], k
     assert one["replayed"] > 300 and one["warnings"].get(CMI5_COMPLETED_TWICE, 0) >= 1
     assert one["conflicts_held"] >= 1 and one["quarantined"] > one["conflicts_held"]
-    volatile = ["run_id", "verified_at", "first_quarantined_at"]
-    a = FootprintZones(tmp_path / "one" / "data")
-    b = FootprintZones(tmp_path / "many" / "data")
-    va = _sorted(a.read_verified("dump"), volatile, ["record_id"])
-    vb = _sorted(b.read_verified("dump"), volatile, ["record_id"])
-    assert va.equals(vb)
-    again = orjson.loads(body[-3])["id"]
-    row = va.filter(pc.equal(va["statement_id"], again))
-    assert CMI5_COMPLETED_TWICE in row["warnings"][0].as_py()
-    qa = _sorted(a.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
-    qb = _sorted(b.read_quarantine("dump"), volatile, ["statement_id", "raw_sha256"])
-    assert qa.num_rows == one["quarantined"] and qa.equals(qb)
+    _zones_agree(tmp_path, body, one, first["published"] + one["published"])
     assert not list((tmp_path / "many" / "data" / "_staging").rglob("replay-*"))
