@@ -17,9 +17,7 @@ by :meth:`FootprintZones.clean_leftovers` on the next verification of the source
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 from collections.abc import Callable, Collection
 from datetime import date
 from pathlib import Path
@@ -240,10 +238,7 @@ class FootprintZones:
         """Replace one window's quarantine file (removed when nothing is quarantined)."""
         dest = self.quarantine_file(source, label)
         if table.num_rows == 0:
-            if dest.exists():
-                dest.unlink()
-                _fsync_dir(dest.parent)
-                crashpoint("verify-quarantine-file")
+            _remove_quarantine_file(dest)
             return
         t = table.select(self.quarantine_schema.names).cast(self.quarantine_schema)
         write_parquet_atomic(t, dest, run_id)
@@ -263,9 +258,8 @@ class FootprintZones:
         try:
             with RowGroups(tmp, schema) as out:
                 for i in range(f.num_row_groups):
-                    t = f.read_row_group(i)
-                    out.add(change(t.select(schema.names).cast(schema)).select(
-                        schema.names).cast(schema))
+                    t = f.read_row_group(i).select(schema.names).cast(schema)
+                    out.add(change(t))
         finally:
             f.close()
         if out.rows == 0:
@@ -278,30 +272,21 @@ class FootprintZones:
 
     def put_quarantine(self, source: str, label: str, written: Path | None) -> None:
         """Replace one window's quarantine file with ``written``, a complete file of the
-        quarantine schema written and fsync'd elsewhere on the same file system (the
-        verification's staging), moved into place in one rename; ``None`` when nothing is
-        quarantined (the file is removed)."""
+        quarantine schema written and fsync'd in the verification's staging folder (under the
+        storage root, so on the same file system, as ingestion's raw parts), moved into place in
+        one rename; ``None`` when nothing is quarantined (the file is removed)."""
         dest = self.quarantine_file(source, label)
         if written is None:
-            if dest.exists():
-                dest.unlink()
-                _fsync_dir(dest.parent)
-                crashpoint("verify-quarantine-file")
+            _remove_quarantine_file(dest)
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(written, dest)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            # the staging folder is on another file system (a mount point under the root):
-            # copy next to the file first, so that the replacement is still one rename
-            tmp = dest.parent / f".tmp-{written.parent.name}-{dest.name}"
-            with written.open("rb") as src, tmp.open("wb") as fh:
-                shutil.copyfileobj(src, fh, 2**20)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-            written.unlink()
+        os.replace(written, dest)
+        _fsync_dir(dest.parent)
+        crashpoint("verify-quarantine-file")
+
+
+def _remove_quarantine_file(dest: Path) -> None:
+    if dest.exists():
+        dest.unlink()
         _fsync_dir(dest.parent)
         crashpoint("verify-quarantine-file")

@@ -53,7 +53,7 @@ import hashlib
 import itertools
 import shutil
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,12 +289,7 @@ class WindowRaw(RawStatements):
 
     def require(self, shas: pa.Array) -> None:
         """Raise ``ValueError`` unless every body of ``shas`` is in the window's raw zone."""
-        missing = pc.invert(pc.is_in(shas, value_set=self._digests))
-        if pc.any(missing).as_py():
-            lost = shas.filter(missing).to_pylist()
-            raise ValueError(
-                f"no raw bytes for {len(lost)} statement bodies (raw is looked up by raw_sha256), "
-                f"e.g. {', '.join(lost[:3])}")
+        self.where(shas)
 
     def prefetch(self, shas: list[str]) -> None:
         need = [s for s in dict.fromkeys(shas) if s not in self._views]
@@ -320,26 +315,19 @@ class WindowRaw(RawStatements):
         at = pc.index_in(shas, value_set=self._digests)
         if at.null_count:
             lost = shas.filter(pc.is_null(at)).to_pylist()
-            raise ValueError(f"no raw bytes for {len(lost)} statement bodies, e.g. "
-                             f"{', '.join(map(str, lost[:3]))}")
+            raise ValueError(
+                f"no raw bytes for {len(lost)} statement bodies (raw is looked up by raw_sha256), "
+                f"e.g. {', '.join(lost[:3])}")
         i = at.to_numpy()
         return self._part[i], self._row[i]
 
     def columns_at(self, at: np.ndarray, columns: list[str]) -> pa.Table:
         """Raw-zone ``columns`` of the bodies at positions ``at`` of :attr:`order`, in that
         order (only the part files holding them are read)."""
-        parts, rows = self._part[at], self._row[at]
-        pieces: list[pa.Table] = []
-        where: list[np.ndarray] = []
-        for k in np.unique(parts):
-            sel = np.nonzero(parts == k)[0]
-            pieces.append(pq.read_table(self.files[int(k)], columns=columns).take(
-                pa.array(rows[sel], pa.int64())))
-            where.append(sel)
-        if not pieces:
+        if len(at) == 0:
             return RAW_SCHEMA.empty_table().select(columns)
-        back = np.argsort(np.concatenate(where), kind="stable")
-        return pa.concat_tables(pieces).take(pa.array(back, pa.int64()))
+        return _gather(self._part[at], self._row[at],
+                       lambda k: pq.read_table(self.files[k], columns=columns))
 
     def get(self, sha: str) -> bytes | memoryview | None:
         if sha not in self._views:
@@ -486,7 +474,7 @@ def _verify_window(settings: Settings, source_name: str, window: Window,
         zones = Zones(settings.storage_root)
         fz = FootprintZones(settings.storage_root)
         fz.clean_leftovers(s.name)
-        before = fz.read_quarantine(s.name, _BEFORE_COLUMNS)
+        before = fz.read_quarantine(s.name, _QUARANTINE_KEYS)
         for old in (zones.staging / s.name).glob("verify-*"):  # a killed run's (we hold the lock)
             shutil.rmtree(old, ignore_errors=True)
         stage = StagedRows(zones.staging / s.name / f"verify-{run_id}")
@@ -759,7 +747,7 @@ class StagedQuarantine:
             t = pa.ipc.open_file(src).read_all()
             return t if columns is None else t.select(columns)
 
-    def write(self, raws: WindowRaw, run_id: str) -> None:
+    def write(self, raws: WindowRaw) -> None:
         """Write the quarantine file (``written``) with the bodies, and drop the staged rows."""
         if not self.num_rows:
             return
@@ -781,23 +769,27 @@ class StagedQuarantine:
                 k = int(part[sel[0]])
                 bodies = pq.read_table(raws.files[k], columns=["raw"])["raw"].take(
                     pa.array(row[sel], pa.int64()))
-                out.add(self._rows_at(staged_file[sel], staged_row[sel]).set_column(
+                # each staged file is mapped only while its rows are taken (so its pages do
+                # not stay in the process's memory)
+                out.add(_gather(staged_file[sel], staged_row[sel], self._staged).set_column(
                     raw_at, raw_field, _texts(bodies, raw_field.type)))
         for f in self.files:
             f.unlink(missing_ok=True)
         self.files, self.written = [], path
 
-    def _rows_at(self, files: np.ndarray, rows: np.ndarray) -> pa.Table:
-        """The staged rows at (``files``, ``rows``), in that order; each staged file is mapped
-        only while its rows are taken (so its pages do not stay in the process's memory)."""
-        pieces: list[pa.Table] = []
-        where: list[np.ndarray] = []
-        for k in np.unique(files):
-            sel = np.flatnonzero(files == k)
-            pieces.append(self._staged(int(k)).take(pa.array(rows[sel], pa.int64())))
-            where.append(sel)
-        back = np.argsort(np.concatenate(where), kind="stable")
-        return pa.concat_tables(pieces).take(pa.array(back, pa.int64()))
+
+
+def _gather(files: np.ndarray, rows: np.ndarray, read: Callable[[int], pa.Table]) -> pa.Table:
+    """The rows at (``files``, ``rows``), in that order, each file read once (``read(k)``) and
+    let go once its rows are taken."""
+    pieces: list[pa.Table] = []
+    where: list[np.ndarray] = []
+    for k in np.unique(files):
+        sel = np.flatnonzero(files == k)
+        pieces.append(read(int(k)).take(pa.array(rows[sel], pa.int64())))
+        where.append(sel)
+    back = np.argsort(np.concatenate(where), kind="stable")
+    return pa.concat_tables(pieces).take(pa.array(back, pa.int64()))
 
 
 def _texts(bodies: pa.ChunkedArray, typ: pa.DataType) -> pa.Array:
@@ -885,7 +877,7 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
     order warnings and the quarantine file with the bodies (:class:`StagedQuarantine`). Returns
     the batch, the staged quarantine and the judged keys that other windows' quarantine files
     hold (for :func:`_drop_judged_elsewhere`). ``before`` is every window's quarantine of the
-    source (:data:`_BEFORE_COLUMNS`).
+    source (:data:`_QUARANTINE_KEYS`).
     """
     s = settings.source(source)
     zones = Zones(settings.storage_root)
@@ -940,7 +932,7 @@ def _judge_window(settings: Settings, source: str, window: Window, run_id: str,
         raise ValueError(f"the normalised zone changed while the window was verified "
                          f"({start} rows judged of {judged.num_rows})")
     batch = tally.finish()
-    quarantined.write(raws, run_id)
+    quarantined.write(raws)
     # of the judged keys, only those other windows' quarantine files hold are needed later
     # (_drop_judged_elsewhere): a handful, not the window's million
     others = before.filter(pc.not_equal(before["window"], window.label()))
@@ -954,8 +946,8 @@ def _counts(r: VerifyReport) -> dict[str, Any]:
     return {k: getattr(r, k) for k in keys}
 
 
-#: the columns of the quarantine already there that a window's verification reads
-_BEFORE_COLUMNS = ["statement_id", "raw_sha256", "reasons", "first_quarantined_at"]
+#: the columns of the quarantine already there that verification and replay read first
+_QUARANTINE_KEYS = ["statement_id", "raw_sha256", "reasons", "first_quarantined_at"]
 
 
 def _first_quarantined(old: pa.Table) -> pa.Table | None:
@@ -1184,15 +1176,16 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
     fz = FootprintZones(settings.storage_root)
     zones = Zones(settings.storage_root)
     fz.clean_leftovers(s.name)
-    q = fz.read_quarantine(s.name, _BEFORE_COLUMNS)
+    q = fz.read_quarantine(s.name, _QUARANTINE_KEYS)
     if q.num_rows == 0:
         report.status = "succeeded"
         report.message = "nothing in quarantine"
         return
-    blocks = pc.value_counts(q["window"])  # one block of rows a window's file, in file order
-    labels = blocks.field("values").to_pylist()
-    q = q.append_column("row", pa.array(np.concatenate(
-        [np.arange(n, dtype=np.int64) for n in blocks.field("counts").to_pylist()])))
+    blocks = pc.run_end_encode(_arr(q["window"]))  # a run of rows a window's file
+    labels = blocks.values.to_pylist()
+    ends = blocks.run_ends.to_numpy()
+    q = q.append_column("row", pa.array(np.arange(len(q), dtype=np.int64) - np.repeat(
+        np.concatenate([[0], ends[:-1]]), np.diff(ends, prepend=0))))
     is_conflict = _has_reason(q, CONFLICTING_DUPLICATE)
     conflicts = q.filter(is_conflict)
     replayable = q.filter(pc.invert(is_conflict))
@@ -1226,17 +1219,14 @@ def _replay(settings: Settings, state: StateStore, report: VerifyReport) -> None
             del norm, bodies
             _give_back_memory()
             tally.add(v)
-            left.extend([_key(v.verified), pc.binary_join_element_wise(
-                v.voiding["statement_id"], v.voiding["raw_sha256"], "/")])
+            left.extend([_key(v.verified), _key(v.voiding)])
             still.append(pa.table({"key": _key(v.quarantined),
                                    "reasons": v.quarantined["reasons"],
                                    "detail": v.quarantined["detail"]}))
         del replayable
         batch = tally.finish()
         gone = pc.unique(pa.chunked_array(left, pa.string()).combine_chunks())
-        stay = pa.concat_tables(still).combine_chunks() if still else pa.table(
-            {"key": pa.array([], pa.string()), "reasons": pa.array([], pa.list_(pa.string())),
-             "detail": pa.array([], pa.string())})
+        stay = pa.concat_tables(still).combine_chunks() if still else None
 
         def publish_quarantine() -> None:
             for label in labels:
@@ -1302,12 +1292,12 @@ def _quarantined_bodies(fz: FootprintZones, source: str,
     return out
 
 
-def _replayed(t: pa.Table, gone: pa.Array, stay: pa.Table, run_id: str) -> pa.Table:
+def _replayed(t: pa.Table, gone: pa.Array, stay: pa.Table | None, run_id: str) -> pa.Table:
     """A window's quarantined rows after a replay: those that left (``gone``, their keys)
     removed, those judged again (``stay``: key, reasons, detail) with their reasons now and the
     replay's run id; conflicts, never replayed, as they were."""
     t = t.filter(pc.invert(pc.is_in(_key(t), value_set=gone)))
-    if t.num_rows == 0 or stay.num_rows == 0:
+    if t.num_rows == 0 or stay is None or stay.num_rows == 0:
         return t
     at = pc.index_in(_key(t), value_set=stay["key"])
     judged = pc.is_valid(at)
